@@ -1,0 +1,55 @@
+"""``python -m app``: serve the API on 127.0.0.1:8000, with an embedded Celery worker."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+
+import uvicorn
+
+from workers.settings import get_settings
+
+
+def start_worker() -> subprocess.Popen[bytes]:
+    """A Celery worker subprocess with the same settings (environment)."""
+    settings = get_settings()
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "--loglevel=INFO",
+        f"--concurrency={settings.worker_concurrency}",
+        "--hostname=embedded@%h",
+    ]
+    return subprocess.Popen(command, env=os.environ.copy())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, start the worker if embedded, and run uvicorn until stopped."""
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--no-worker", action="store_true", help="do not start a worker")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    worker = None if args.no_worker or not settings.embedded_worker else start_worker()
+    try:
+        uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port)
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Jobs: start, follow, cancel, and their OME-Zarr and Deep Zoom outputs."""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse, Response
+
+from app.deps import Services, services
+from app.schemas import JobCreate, JobPublic, Progress
+from models.registry import get_model
+from workers.engine import dzi
+from workers.engine.omezarr import OmeZarrReader
+from workers.errors import Conflict, InvalidInput, NotFound
+from workers.planning import job_paths, plan_params
+from workers.store import ACTIVE_STATES, new_id
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+Svc = Annotated[Services, Depends(services)]
+
+
+def job_public(job: dict[str, Any]) -> JobPublic:
+    """The API view of a job record."""
+    done, total = job["tiles_done"], job["tiles_total"]
+    eta = None
+    if job["state"] == "running" and job["started_at"] and 0 < done < total:
+        eta = (time.time() - job["started_at"]) * (total - done) / done
+    completed = job["state"] == "completed"
+    base = f"/v1/jobs/{job['id']}"
+    return JobPublic(
+        id=job["id"],
+        slide_id=job["slide_id"],
+        model=job["model"],
+        state=job["state"],
+        progress=Progress(
+            tiles_done=done,
+            tiles_total=total,
+            regions_done=job["regions_done"],
+            regions_total=job["regions_total"],
+            fraction=1.0 if completed else (done / total if total else 0.0),
+        ),
+        eta_s=eta,
+        params=job["params"],
+        timings=job["timings"] or {},
+        error=job["error"],
+        provider=job["provider"],
+        model_sha256=job["model_sha256"],
+        created_at=job["created_at"],
+        started_at=job["started_at"],
+        finished_at=job["finished_at"],
+        output_url=f"{base}/output.zarr" if completed else None,
+        dzi_url=f"{base}/output.dzi" if completed else None,
+        viewer_url=f"/?job={job['id']}",
+    )
+
+
+@router.post("", status_code=202, response_model=JobPublic)
+def create_job(body: JobCreate, svc: Svc) -> JobPublic:
+    """Queue a restoration of a slide (or a region of it) with an installed model."""
+    slide = svc.store.get_slide(body.slide_id)
+    model = get_model(svc.settings.models_dirs, body.model)
+    model.verify()
+    if model.manifest.kind != "generator":
+        raise InvalidInput(f"model {body.model} is a {model.manifest.kind}, not a generator")
+    info = slide["info"]
+    params = plan_params(
+        (info["width"], info["height"]),
+        model.manifest,
+        svc.settings,
+        tuple(body.region) if body.region else None,  # type: ignore[arg-type]
+        body.tile_px,
+        body.overlap_px,
+        body.skip_background,
+    )
+    job = svc.store.add_job(
+        {"id": new_id(), "slide_id": slide["id"], "model": body.model, "params": params}
+    )
+    svc.celery.send_task("restore.start_job", args=[job["id"]])
+    return job_public(job)
+
+
+@router.get("", response_model=list[JobPublic])
+def list_jobs(svc: Svc) -> list[JobPublic]:
+    """The newest jobs."""
+    return [job_public(j) for j in svc.store.list_jobs()]
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job_id: str, svc: Svc) -> JobPublic:
+    """State, progress, ETA, timings, errors and output links of a job."""
+    return job_public(svc.store.get_job(job_id))
+
+
+@router.delete("/{job_id}", response_model=JobPublic)
+def cancel_job(job_id: str, svc: Svc) -> JobPublic:
+    """Cancel a queued or running job; its workers stop at the next tile batch."""
+    if not svc.store.transition(job_id, ACTIVE_STATES, "cancelled", finished_at=time.time()):
+        state = svc.store.get_job(job_id)["state"]
+        raise Conflict(f"job {job_id} is already {state}")
+    return job_public(svc.store.get_job(job_id))
+
+
+def _completed_output(svc: Services, job_id: str) -> Path:
+    job = svc.store.get_job(job_id)
+    if job["state"] != "completed":
+        raise Conflict(f"job {job_id} is {job['state']}; its output exists once completed")
+    return job_paths(svc.settings, job_id).output
+
+
+@router.get("/{job_id}/output.zarr/{file_path:path}")
+def output_file(job_id: str, file_path: str, svc: Svc) -> FileResponse:
+    """Files of the finished OME-Zarr store, for readers that open it by URL."""
+    root = _completed_output(svc, job_id).resolve()
+    target = (root / file_path).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        raise NotFound(f"{file_path} is not in the output of job {job_id}")
+    media = "application/json" if target.name.startswith(".z") else "application/octet-stream"
+    return FileResponse(target, media_type=media)
+
+
+@lru_cache(maxsize=16)
+def _output_reader(path: str) -> OmeZarrReader:
+    return OmeZarrReader(Path(path))
+
+
+@router.get("/{job_id}/output.dzi")
+def output_dzi(job_id: str, svc: Svc) -> Response:
+    """Deep Zoom descriptor of the restored image."""
+    reader = _output_reader(str(_completed_output(svc, job_id)))
+    xml = dzi.DeepZoom(reader.info.width, reader.info.height).xml()
+    return Response(xml, media_type="application/xml")
+
+
+@router.get("/{job_id}/output_files/{level}/{col}_{row}.jpeg")
+def output_tile(job_id: str, level: int, col: int, row: int, svc: Svc) -> Response:
+    """One Deep Zoom tile of the restored image, read from the OME-Zarr pyramid."""
+    reader = _output_reader(str(_completed_output(svc, job_id)))
+    zoom = dzi.DeepZoom(reader.info.width, reader.info.height)
+    jpeg = dzi.encode(dzi.render_tile(reader, zoom, level, col, row))
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})

@@ -1,0 +1,130 @@
+"""Slides: upload, describe, thumbnail and Deep Zoom tiles of the input."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
+
+from app.deps import Services, services
+from app.schemas import SlidePublic
+from app.uploads import receive_upload
+from workers import sandbox
+from workers.engine.dzi import DeepZoom
+from workers.errors import TooLarge
+from workers.store import new_id
+
+router = APIRouter(prefix="/v1/slides", tags=["slides"])
+MAX_THUMBNAIL_PX = 2048
+Svc = Annotated[Services, Depends(services)]
+
+
+def slide_public(record: dict[str, Any]) -> SlidePublic:
+    """The API view of a slide record."""
+    info = record["info"]
+    return SlidePublic(
+        id=record["id"],
+        filename=record["filename"],
+        sha256=record["sha256"],
+        size_bytes=record["size_bytes"],
+        created_at=record["created_at"],
+        width=info["width"],
+        height=info["height"],
+        level_count=info["level_count"],
+        level_dimensions=info["level_dimensions"],
+        level_downsamples=info["level_downsamples"],
+        mpp_x=info["mpp_x"],
+        mpp_y=info["mpp_y"],
+        vendor=info["vendor"],
+        reader=info["reader"],
+        thumbnail_url=f"/v1/slides/{record['id']}/thumbnail",
+        dzi_url=f"/v1/slides/{record['id']}/image.dzi",
+    )
+
+
+@router.post("", status_code=201, response_model=SlidePublic)
+async def upload_slide(request: Request, svc: Svc) -> SlidePublic:
+    """Upload a slide as multipart field ``file``; it is checked in a sandboxed reader."""
+    slide_id = new_id()
+    folder = svc.settings.slides_dir / slide_id
+    folder.mkdir(parents=True)
+    try:
+        upload = await receive_upload(request, folder, svc.settings.max_upload_bytes)
+        inspected = await run_in_threadpool(
+            svc.sandbox.run,
+            sandbox.inspect_upload,
+            str(upload.path),
+            str(folder),
+            svc.reader_limits,
+        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    record = svc.store.add_slide(
+        {
+            "id": slide_id,
+            "filename": upload.filename,
+            "sha256": upload.sha256,
+            "size_bytes": upload.size_bytes,
+            "path": inspected["path"],
+            "info": inspected["info"],
+        }
+    )
+    return slide_public(record)
+
+
+@router.get("", response_model=list[SlidePublic])
+def list_slides(svc: Svc) -> list[SlidePublic]:
+    """The newest slides."""
+    return [slide_public(r) for r in svc.store.list_slides()]
+
+
+@router.get("/{slide_id}", response_model=SlidePublic)
+def get_slide(slide_id: str, svc: Svc) -> SlidePublic:
+    """One slide's dimensions, levels, pixel size and vendor."""
+    return slide_public(svc.store.get_slide(slide_id))
+
+
+@router.get("/{slide_id}/thumbnail", response_class=Response)
+def thumbnail(
+    slide_id: str, svc: Svc, max_px: Annotated[int | None, Query(ge=16)] = None
+) -> Response:
+    """PNG thumbnail; ``max_px`` up to 2048 renders a new one in the sandbox."""
+    record = svc.store.get_slide(slide_id)
+    if max_px is None:
+        return FileResponse(
+            svc.settings.slides_dir / slide_id / "thumbnail.png", media_type="image/png"
+        )
+    if max_px > MAX_THUMBNAIL_PX:
+        raise TooLarge(f"max_px may be at most {MAX_THUMBNAIL_PX}")
+    png = svc.sandbox.run(sandbox.render_thumbnail, record["path"], svc.reader_limits, max_px)
+    return Response(png, media_type="image/png")
+
+
+@router.get("/{slide_id}/image.dzi")
+def input_dzi(slide_id: str, svc: Svc) -> Response:
+    """Deep Zoom descriptor of the input slide."""
+    info = svc.store.get_slide(slide_id)["info"]
+    return Response(DeepZoom(info["width"], info["height"]).xml(), media_type="application/xml")
+
+
+@router.get("/{slide_id}/image_files/{level}/{col}_{row}.jpeg")
+def input_tile(slide_id: str, level: int, col: int, row: int, svc: Svc) -> Response:
+    """One Deep Zoom tile of the input, read in the sandbox."""
+    record = svc.store.get_slide(slide_id)
+    jpeg = svc.sandbox.run(
+        sandbox.render_input_tile, record["path"], svc.reader_limits, level, col, row
+    )
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.delete("/{slide_id}", status_code=204)
+def delete_slide(slide_id: str, svc: Svc) -> Response:
+    """Delete a slide and its files (jobs and their outputs stay)."""
+    svc.store.get_slide(slide_id)
+    svc.store.delete_slide(slide_id)
+    shutil.rmtree(svc.settings.slides_dir / slide_id, ignore_errors=True)
+    return Response(status_code=204)

@@ -1,0 +1,101 @@
+"""Request and response bodies of the REST API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class SlidePublic(BaseModel):
+    """An uploaded slide."""
+
+    id: str
+    filename: str
+    sha256: str
+    size_bytes: int
+    width: int
+    height: int
+    level_count: int
+    level_dimensions: list[list[int]]
+    level_downsamples: list[float]
+    mpp_x: float | None
+    mpp_y: float | None
+    vendor: str
+    reader: str
+    created_at: float
+    thumbnail_url: str
+    dzi_url: str
+
+
+class JobCreate(BaseModel):
+    """What to restore and how."""
+
+    slide_id: str
+    model: str
+    region: list[int] | None = Field(
+        default=None,
+        min_length=4,
+        max_length=4,
+        description="[x, y, width, height] in level-0 pixels; default the whole slide",
+    )
+    tile_px: int | None = Field(default=None, description="core tile size; default the model's")
+    overlap_px: int | None = Field(default=None, description="overlap between tile cores")
+    skip_background: bool = Field(default=True, description="copy background tiles through")
+
+
+class Progress(BaseModel):
+    """How far a job has come."""
+
+    tiles_done: int
+    tiles_total: int
+    regions_done: int
+    regions_total: int
+    fraction: float
+
+
+class JobPublic(BaseModel):
+    """A job's state, progress and outputs."""
+
+    id: str
+    slide_id: str
+    model: str
+    state: str
+    progress: Progress
+    eta_s: float | None
+    params: dict[str, Any]
+    timings: dict[str, float]
+    error: str | None
+    provider: str | None
+    model_sha256: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    output_url: str | None
+    dzi_url: str | None
+    viewer_url: str
+
+
+class ModelPublic(BaseModel):
+    """An installed model, as its manifest describes it."""
+
+    name: str
+    version: str
+    task: str
+    kind: str
+    scale: int
+    tile_px: int
+    halo_px: int
+    in_channels: int
+    out_channels: int
+    sha256: str
+    description: str
+    metrics: dict[str, Any]
+    throughput_mpx_per_s: float | None
+
+
+class ErrorBody(BaseModel):
+    """Every error response."""
+
+    code: str
+    message: str

@@ -1,0 +1,119 @@
+"""Stream a multipart upload straight to disk, hashing it on the way (never held in memory)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from workers.errors import InvalidInput, TooLarge
+
+FILE_FIELD = "file"
+
+
+@dataclass
+class StoredUpload:
+    """A file received from a client."""
+
+    path: Path
+    filename: str
+    sha256: str
+    size_bytes: int
+
+
+def safe_filename(name: str) -> str:
+    """A client's file name reduced to a safe base name."""
+    base = re.split(r"[\\/]", name)[-1]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "slide"
+    return cleaned[:200]
+
+
+class _FileSink:
+    """Multipart callbacks that write the ``file`` field to a folder."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.path: Path | None = None
+        self.filename = ""
+        self._headers: dict[bytes, bytes] = {}
+        self._field = b""
+        self._handle: IO[bytes] | None = None
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers = {}
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field = data[start:end].lower()
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._headers[self._field] = self._headers.get(self._field, b"") + data[start:end]
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        filename = options.get(b"filename")
+        if name == FILE_FIELD and filename is not None and self.path is None:
+            self.filename = safe_filename(filename.decode("utf-8", "replace"))
+            self.path = self.directory / self.filename
+            self._handle = self.path.open("wb")
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._handle is None:
+            return
+        chunk = data[start:end]
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise TooLarge(f"upload exceeds the limit of {self.max_bytes} bytes")
+        self.digest.update(chunk)
+        self._handle.write(chunk)
+
+    def _part_end(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def close(self) -> None:
+        self._part_end()
+
+
+async def receive_upload(request: Request, directory: Path, max_bytes: int) -> StoredUpload:
+    """Write the multipart field ``file`` of a request into ``directory``."""
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise InvalidInput("send the slide as multipart/form-data with a field named 'file'")
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > max_bytes + 1_000_000:
+        raise TooLarge(f"upload exceeds the limit of {max_bytes} bytes")
+    sink = _FileSink(directory, max_bytes)
+    parser = MultipartParser(boundary, sink.callbacks())
+    try:
+        async for chunk in request.stream():
+            await run_in_threadpool(parser.write, chunk)
+        parser.finalize()
+    finally:
+        sink.close()
+    if sink.path is None:
+        raise InvalidInput("the form has no file field named 'file'")
+    if sink.size == 0:
+        raise InvalidInput("the uploaded file is empty")
+    return StoredUpload(sink.path, sink.filename, sink.digest.hexdigest(), sink.size)

@@ -1,0 +1,53 @@
+"""The one module that imports ONNX Runtime: sessions per model, CUDA when present."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import onnxruntime as ort
+
+from models.registry import InstalledModel
+
+
+class OnnxModel:
+    """An ONNX model that takes float32 NCHW tiles; reports the provider that runs it."""
+
+    def __init__(self, model: InstalledModel, providers: list[str], threads: int = 0) -> None:
+        model.verify()
+        self.manifest = model.manifest
+        self.scale = model.manifest.scale
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        available = set(ort.get_available_providers())
+        chosen = [p for p in providers if p in available] or ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(model.onnx_path), options, providers=chosen)
+        self.provider = self.session.get_providers()[0]
+        self.sha256 = model.manifest.sha256
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model's first output on a batch."""
+        outputs = self.session.run(
+            [self.manifest.output_names[0]], {self.manifest.input_name: batch.astype(np.float32)}
+        )
+        return np.asarray(outputs[0], dtype=np.float32)
+
+    def run_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every named output for a batch (the classifier has ``logits`` and ``extent``)."""
+        outputs = self.session.run(None, {self.manifest.input_name: batch.astype(np.float32)})
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, (np.asarray(o) for o in outputs), strict=True))
+
+
+@lru_cache(maxsize=8)
+def _load_cached(
+    directory: str, sha256: str, providers: tuple[str, ...], threads: int
+) -> OnnxModel:
+    from models.registry import discover_one
+
+    return OnnxModel(discover_one(directory, sha256), list(providers), threads)
+
+
+def load_model(model: InstalledModel, providers: list[str], threads: int = 0) -> OnnxModel:
+    """One session per model version, provider list and thread count in each worker process."""
+    return _load_cached(str(model.directory), model.manifest.sha256, tuple(providers), threads)

@@ -1,0 +1,91 @@
+"""Test fixtures built by the tests themselves: tiny ONNX graphs and synthetic slides.
+
+The ONNX graphs here are test fixtures only (identity, a known convolution); they are
+never shipped as product models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import tifffile
+from onnx import TensorProto, helper, numpy_helper
+
+from models.manifest import ModelManifest, file_sha256, write_manifest
+
+BLUR_KERNEL = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32) / 16.0
+
+
+def _save(graph: onnx.GraphProto, directory: Path, **manifest: object) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    directory.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, directory / "model.onnx")
+    write_manifest(
+        ModelManifest(sha256=file_sha256(directory / "model.onnx"), opset=17, **manifest),  # type: ignore[arg-type]
+        directory,
+    )
+    return directory
+
+
+def _io(scale: int = 1) -> tuple[onnx.ValueInfoProto, onnx.ValueInfoProto]:
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 3, "H", "W"])
+    return x, y
+
+
+def identity_model(root: Path, name: str = "identity", tile_px: int = 128) -> Path:
+    """A model whose output is its input."""
+    x, y = _io()
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["output"])], name, [x], [y])
+    return _save(graph, root / name, name=name, version="test", task="identity",
+                 output_names=["output"], tile_px=tile_px, halo_px=0)
+
+
+def blur_model(root: Path, name: str = "blur3x3", tile_px: int = 128) -> Path:
+    """A depthwise 3x3 binomial blur with zero padding (a known linear convolution)."""
+    x, y = _io()
+    weights = np.repeat(BLUR_KERNEL[None, None], 3, axis=0)
+    conv = helper.make_node("Conv", ["image", "w"], ["output"], group=3, pads=[1, 1, 1, 1])
+    graph = helper.make_graph([conv], name, [x], [y], [numpy_helper.from_array(weights, "w")])
+    return _save(graph, root / name, name=name, version="test", task="convolution",
+                 output_names=["output"], tile_px=tile_px, halo_px=4)
+
+
+def upscale_model(root: Path, name: str = "nearest-x2", tile_px: int = 128) -> Path:
+    """A x2 nearest-neighbour upscaler (checks scale handling)."""
+    x, y = _io()
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], dtype=np.float32), "scales")
+    node = helper.make_node("Resize", ["image", "", "scales"], ["output"], mode="nearest")
+    graph = helper.make_graph([node], name, [x], [y], [scales])
+    return _save(graph, root / name, name=name, version="test", task="super-resolution",
+                 output_names=["output"], scale=2, tile_px=tile_px, halo_px=2)
+
+
+def tissue_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """An H&E-like RGB image: a white background with textured pink/purple tissue blobs."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    image = np.full((height, width, 3), 242, dtype=np.float32)
+    mask = np.zeros((height, width), dtype=bool)
+    for _ in range(4):
+        cy, cx = rng.uniform(0.2, 0.8) * height, rng.uniform(0.2, 0.8) * width
+        r = rng.uniform(0.12, 0.3) * min(height, width)
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+    texture = rng.normal(0, 25, (height, width, 1)) + np.array([200, 110, 170])
+    image[mask] = texture[mask]
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def write_pyramid_tiff(path: Path, image: np.ndarray, mpp: float = 0.5, levels: int = 3) -> Path:
+    """A tiled, pyramidal (one page per level) RGB TIFF that OpenSlide reads as generic TIFF."""
+    resolution = (10000.0 / mpp, 10000.0 / mpp)
+    with tifffile.TiffWriter(path) as tif:
+        for level in range(levels):
+            data = image[:: 2**level, :: 2**level]
+            tif.write(data, tile=(256, 256), photometric="rgb", compression="jpeg",
+                      compressionargs={"level": 95}, resolution=resolution,
+                      resolutionunit="CENTIMETER", subfiletype=1 if level else 0)
+    return path

@@ -1,0 +1,35 @@
+"""Unpack multi-file slides (MRXS and its data folder) uploaded as one zip archive."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from workers.errors import InvalidInput, TooLarge, UnsupportedFormat
+
+SLIDE_SUFFIXES_IN_ZIP = (".mrxs", ".vms", ".vmu", ".svs", ".ndpi", ".scn", ".tif", ".tiff")
+
+
+def unpack_slide_zip(archive: Path, destination: Path, max_bytes: int) -> Path:
+    """Extract a zip safely and return the slide file inside it.
+
+    Refuses members that escape ``destination`` and archives that expand past ``max_bytes``.
+    """
+    try:
+        bundle = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as exc:
+        raise InvalidInput(f"{archive.name} is not a valid zip archive: {exc}") from exc
+    with bundle:
+        members = [m for m in bundle.infolist() if not m.is_dir()]
+        if sum(m.file_size for m in members) > max_bytes:
+            raise TooLarge("zip archive expands past the upload size limit")
+        root = destination.resolve()
+        for member in members:
+            target = (destination / member.filename).resolve()
+            if not target.is_relative_to(root):
+                raise InvalidInput(f"zip member {member.filename!r} escapes the archive")
+        bundle.extractall(destination)
+    slides = sorted(p for p in destination.rglob("*") if p.suffix.lower() in SLIDE_SUFFIXES_IN_ZIP)
+    if not slides:
+        raise UnsupportedFormat("zip archive holds no slide (.mrxs, .svs, .ndpi, .tif, ...)")
+    return min(slides, key=lambda p: (p.suffix.lower() != ".mrxs", len(p.parts)))

@@ -1,0 +1,53 @@
+"""Seamless blending of overlapping tile predictions with normalised raised-cosine weights."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workers.engine.geometry import Box
+
+
+def ramp(length: int, overlap_px: int) -> np.ndarray:
+    """1-D weights: raised-cosine ramps of ``overlap_px`` at both ends, 1 in between.
+
+    Weights never reach zero, so every pixel has a positive total weight.
+    """
+    weights = np.ones(length, dtype=np.float32)
+    n = min(overlap_px, length // 2)
+    if n > 0:
+        rising = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n, dtype=np.float32) + 0.5) / n)
+        weights[:n] = rising
+        weights[length - n :] = rising[::-1]
+    return weights
+
+
+def tile_window(height: int, width: int, overlap_px: int) -> np.ndarray:
+    """2-D blending weights (rows, cols) of a tile core."""
+    return np.outer(ramp(height, overlap_px), ramp(width, overlap_px))
+
+
+class Accumulator:
+    """Weighted sum of tile predictions over one output box, normalised at the end."""
+
+    def __init__(self, box: Box, channels: int) -> None:
+        self.box = box
+        self.total = np.zeros((box.height, box.width, channels), dtype=np.float32)
+        self.weight = np.zeros((box.height, box.width), dtype=np.float32)
+
+    def add(self, core: Box, prediction: np.ndarray, window: np.ndarray) -> None:
+        """Blend ``prediction`` (rows, cols, channels) placed at ``core`` (output pixels)."""
+        overlap = core.intersect(self.box)
+        if overlap is None:
+            return
+        src = overlap.relative_to(core).slices()
+        dst = overlap.relative_to(self.box).slices()
+        w = window[src]
+        self.total[dst] += prediction[src] * w[..., None]
+        self.weight[dst] += w
+
+    def result(self) -> np.ndarray:
+        """The blended image as uint8 (values assumed in [0, 1])."""
+        if np.any(self.weight <= 0):
+            raise RuntimeError("some output pixels received no tile")
+        image = self.total / self.weight[..., None]
+        return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)

@@ -1,0 +1,339 @@
+"""Slide readers behind one small interface: OpenSlide formats, OME/plain TIFF, plain images.
+
+Every reader returns RGB uint8 arrays (rows, cols, 3) from ``read_region``, which takes
+level-0 (x, y) and a (width, height) in the pixels of the level read, like OpenSlide.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from workers.errors import InvalidInput, TooLarge, UnsupportedFormat
+
+TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".tf8"}
+
+
+@dataclass(frozen=True)
+class SlideInfo:
+    """What a client and the engine need to know about a slide."""
+
+    width: int
+    height: int
+    level_dimensions: list[tuple[int, int]]
+    level_downsamples: list[float]
+    mpp_x: float | None
+    mpp_y: float | None
+    vendor: str
+    reader: str
+    properties: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def level_count(self) -> int:
+        """Number of pyramid levels."""
+        return len(self.level_dimensions)
+
+
+@dataclass(frozen=True)
+class ReaderLimits:
+    """Refuse files whose declared size would exhaust memory or disk."""
+
+    max_slide_pixels: int = 2**32 - 1
+    max_plain_image_pixels: int = 100_000_000
+
+
+class SlideReader(Protocol):
+    """What the engine needs from a slide."""
+
+    @property
+    def info(self) -> SlideInfo:
+        """Dimensions, levels, pixel size and vendor."""
+        ...
+
+    def read_region(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """RGB uint8 pixels (rows, cols, 3) of ``size`` at ``level`` from level-0 ``l0_xy``."""
+        ...
+
+    def close(self) -> None:
+        """Release file handles."""
+        ...
+
+
+def to_rgb_uint8(pixels: np.ndarray, max_value: float | None = None) -> np.ndarray:
+    """Any (rows, cols[, channels]) array as RGB uint8; higher bit depths scaled by max_value."""
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.dtype != np.uint8:
+        peak = max_value or float(np.iinfo(pixels.dtype).max if pixels.dtype.kind in "ui" else 1.0)
+        pixels = np.clip(pixels.astype(np.float32) * (255.0 / max(peak, 1e-9)), 0, 255)
+        pixels = pixels.astype(np.uint8)
+    channels = pixels.shape[2]
+    if channels == 1:
+        return np.repeat(pixels, 3, axis=2)
+    if channels == 2:
+        return np.concatenate([pixels, pixels[..., :1]], axis=2)
+    return np.ascontiguousarray(pixels[..., :3])
+
+
+def check_dimensions(width: int, height: int, limit: int) -> None:
+    """Refuse empty slides and slides larger than the configured pixel limit."""
+    if width <= 0 or height <= 0:
+        raise InvalidInput(f"slide declares an empty image ({width} x {height})")
+    if width * height > limit:
+        raise TooLarge(
+            f"slide declares {width} x {height} pixels, more than the limit of {limit} pixels"
+        )
+
+
+class OpenSlideReader:
+    """SVS, NDPI, MRXS, SCN, Philips, Ventana, generic tiled TIFF, ... through OpenSlide."""
+
+    def __init__(self, path: Path) -> None:
+        import openslide
+
+        self._slide = openslide.OpenSlide(str(path))
+        props = dict(self._slide.properties)
+        self.info = SlideInfo(
+            width=self._slide.dimensions[0],
+            height=self._slide.dimensions[1],
+            level_dimensions=[tuple(d) for d in self._slide.level_dimensions],
+            level_downsamples=[float(d) for d in self._slide.level_downsamples],
+            mpp_x=_float_or_none(props.get("openslide.mpp-x")),
+            mpp_y=_float_or_none(props.get("openslide.mpp-y")),
+            vendor=props.get("openslide.vendor", "unknown"),
+            reader="openslide",
+            properties={k: v for k, v in props.items() if k.startswith("openslide.")},
+        )
+
+    def read_region(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """RGB pixels; transparent (outside the scanned area) becomes white."""
+        rgba = np.asarray(self._slide.read_region(l0_xy, level, size))
+        rgb = rgba[..., :3].copy()
+        rgb[rgba[..., 3] == 0] = 255
+        return rgb
+
+    def close(self) -> None:
+        """Close the slide."""
+        self._slide.close()
+
+
+class TiffReader:
+    """OME-TIFF and plain (tiled or striped, pyramidal or not) TIFF through tifffile."""
+
+    def __init__(self, path: Path, limits: ReaderLimits) -> None:
+        import tifffile
+        import zarr
+
+        self._tif = tifffile.TiffFile(str(path))
+        series = self._tif.series[0]
+        self._axes = series.axes
+        if "Y" not in self._axes or "X" not in self._axes:
+            raise UnsupportedFormat(f"TIFF series has no Y/X axes (axes {self._axes!r})")
+        levels = series.levels
+        dims = [
+            (lvl.shape[self._axes.index("X")], lvl.shape[self._axes.index("Y")]) for lvl in levels
+        ]
+        check_dimensions(*dims[0], limits.max_slide_pixels)
+        store = series.aszarr()
+        opened = zarr.open(store, mode="r")
+        self._levels = [opened[str(i)] for i in range(len(levels))] if len(levels) > 1 else [opened]
+        mpp_x, mpp_y = _tiff_mpp(self._tif)
+        self._max_value = self._estimate_max_value(series.dtype)
+        self.info = SlideInfo(
+            width=dims[0][0],
+            height=dims[0][1],
+            level_dimensions=dims,
+            level_downsamples=[dims[0][0] / d[0] for d in dims],
+            mpp_x=mpp_x,
+            mpp_y=mpp_y,
+            vendor="ome-tiff" if self._tif.is_ome else "tiff",
+            reader="tifffile",
+        )
+
+    def _estimate_max_value(self, dtype: np.dtype) -> float | None:
+        """Display range of >8-bit images from the smallest level's 99.9th percentile."""
+        if np.dtype(dtype) == np.uint8:
+            return None
+        smallest = self._levels[-1]
+        if smallest.size > 50_000_000:
+            return float(np.iinfo(dtype).max) if np.dtype(dtype).kind in "ui" else 1.0
+        return float(np.percentile(np.asarray(smallest[...]), 99.9)) or 1.0
+
+    def read_region(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """RGB pixels of a box of the level; Z/T/other axes read at index 0."""
+        downsample = self.info.level_downsamples[level]
+        x0, y0 = round(l0_xy[0] / downsample), round(l0_xy[1] / downsample)
+        index: list[int | slice] = []
+        for axis in self._axes:
+            if axis == "Y":
+                index.append(slice(y0, y0 + size[1]))
+            elif axis == "X":
+                index.append(slice(x0, x0 + size[0]))
+            elif axis in "SC":
+                index.append(slice(None))
+            else:
+                index.append(0)
+        pixels = np.asarray(self._levels[level][tuple(index)])
+        kept = [a for a in self._axes if a in "YXSC"]
+        if "C" in kept and "S" in kept:
+            pixels = pixels[..., 0] if kept[-1] == "S" else pixels
+            kept.remove("S")
+        order = [kept.index("Y"), kept.index("X")] + [i for i, a in enumerate(kept) if a in "SC"]
+        return to_rgb_uint8(np.transpose(pixels, order), self._max_value)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._tif.close()
+
+
+class ImageReader:
+    """PNG, JPEG and other single-resolution images, decoded once into memory."""
+
+    def __init__(self, path: Path, limits: ReaderLimits) -> None:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = None
+        with Image.open(path) as image:
+            width, height = image.size
+            check_dimensions(
+                width, height, min(limits.max_slide_pixels, limits.max_plain_image_pixels)
+            )
+            dpi = image.info.get("dpi")
+            image.load()
+            self._pixels = to_rgb_uint8(np.asarray(_pil_to_array_ready(image)))
+        mpp = 25400.0 / float(dpi[0]) if dpi and float(dpi[0]) > 1 else None
+        self.info = SlideInfo(
+            width=width,
+            height=height,
+            level_dimensions=[(width, height)],
+            level_downsamples=[1.0],
+            mpp_x=mpp,
+            mpp_y=mpp,
+            vendor="image",
+            reader="pillow",
+        )
+
+    def read_region(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """A copy of a box of the image."""
+        x, y = l0_xy
+        return self._pixels[y : y + size[1], x : x + size[0]].copy()
+
+    def close(self) -> None:
+        """Drop the decoded pixels."""
+        self._pixels = np.zeros((0, 0, 3), dtype=np.uint8)
+
+
+def _pil_to_array_ready(image: object) -> object:
+    """Bring palette, 16-bit and alpha images into modes numpy converts meaningfully."""
+    from PIL import Image
+
+    assert isinstance(image, Image.Image)
+    if image.mode in ("RGB", "L", "I;16", "I;16B", "I;16L"):
+        return image
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        rgba = image.convert("RGBA")
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _float_or_none(value: str | None) -> float | None:
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number and math.isfinite(number) and number > 0 else None
+
+
+def _tiff_mpp(tif: object) -> tuple[float | None, float | None]:
+    """Microns per pixel from OME metadata or the TIFF resolution tags."""
+    import tifffile
+
+    assert isinstance(tif, tifffile.TiffFile)
+    if tif.is_ome and tif.ome_metadata:
+        meta = tifffile.xml2dict(tif.ome_metadata).get("OME", {})
+        image = meta.get("Image", {})
+        pixels = (image[0] if isinstance(image, list) else image).get("Pixels", {})
+        return _float_or_none(str(pixels.get("PhysicalSizeX"))), _float_or_none(
+            str(pixels.get("PhysicalSizeY"))
+        )
+    page = tif.pages.first
+    tags = page.tags
+    unit = tags.get("ResolutionUnit")
+    per_um = {2: 25400.0, 3: 10000.0}.get(int(unit.value) if unit else 0)
+    if per_um is None:
+        return None, None
+    xres, yres = tags.get("XResolution"), tags.get("YResolution")
+
+    def mpp(tag: object) -> float | None:
+        if tag is None:
+            return None
+        num, den = tag.value  # type: ignore[attr-defined]
+        return _float_or_none(str(per_um * den / num)) if num else None
+
+    return mpp(xres), mpp(yres)
+
+
+def open_slide(path: Path, limits: ReaderLimits | None = None) -> SlideReader:
+    """Open any supported slide with the reader that fits it.
+
+    Raises:
+        UnsupportedFormat: no reader recognises the file.
+        TooLarge: the declared dimensions exceed ``limits``.
+        InvalidInput: the file is recognised but damaged.
+
+    """
+    limits = limits or ReaderLimits()
+    if not path.is_file():
+        raise InvalidInput(f"slide file {path.name} is missing")
+    is_tiff = _looks_like_tiff(path)
+    try:
+        reader = _choose_reader(path, limits, is_tiff)
+    except (TooLarge, UnsupportedFormat, InvalidInput):
+        raise
+    except Exception as exc:  # every library raises its own errors for broken files
+        raise InvalidInput(f"cannot read {path.name}: {exc}") from exc
+    if reader.info.reader != "pillow":
+        check_dimensions(reader.info.width, reader.info.height, limits.max_slide_pixels)
+    return reader
+
+
+def _choose_reader(path: Path, limits: ReaderLimits, is_tiff: bool) -> SlideReader:
+    import openslide
+
+    if is_tiff and _is_ome_tiff(path):
+        return TiffReader(path, limits)
+    vendor = openslide.OpenSlide.detect_format(str(path))
+    if vendor is not None:
+        return OpenSlideReader(path)
+    if is_tiff:
+        return TiffReader(path, limits)
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as probe:
+            probe.size  # noqa: B018 - parse the header only
+    except UnidentifiedImageError as exc:
+        raise UnsupportedFormat(
+            f"{path.name} is not a slide or image format this server reads "
+            "(OpenSlide formats, OME-TIFF, TIFF, PNG, JPEG)"
+        ) from exc
+    return ImageReader(path, limits)
+
+
+def _looks_like_tiff(path: Path) -> bool:
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    return magic[:2] in (b"II", b"MM") and magic[2:4] in (b"*\x00", b"\x00*", b"+\x00", b"\x00+")
+
+
+def _is_ome_tiff(path: Path) -> bool:
+    import tifffile
+
+    with tifffile.TiffFile(str(path)) as tif:
+        return bool(tif.is_ome)

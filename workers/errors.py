@@ -1,0 +1,49 @@
+"""Domain errors, free of any framework; the API maps them to HTTP status codes."""
+
+from __future__ import annotations
+
+
+class RestoreError(Exception):
+    """Base of every error the service reports to its clients."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(RestoreError):
+    """The slide, job, model or file does not exist."""
+
+    code = "not_found"
+
+
+class InvalidInput(RestoreError):
+    """The request or the uploaded file is malformed."""
+
+    code = "invalid_input"
+
+
+class UnsupportedFormat(RestoreError):
+    """No reader opens this file."""
+
+    code = "unsupported_format"
+
+
+class TooLarge(RestoreError):
+    """The upload, slide or requested image exceeds a configured limit."""
+
+    code = "too_large"
+
+
+class Conflict(RestoreError):
+    """The request does not fit the current state (e.g. output of an unfinished job)."""
+
+    code = "conflict"
+
+
+class ModelUnavailable(RestoreError):
+    """The model is not installed or its file does not match its manifest."""
+
+    code = "model_unavailable"

@@ -1,0 +1,162 @@
+"""Job orchestration: what each task does with the store and the engine, free of Celery."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from models.registry import get_model
+from workers.engine import omezarr, pipeline
+from workers.engine.readers import ReaderLimits, SlideReader, open_slide
+from workers.engine.tissue import TissueMap
+from workers.planning import grid_from_params, job_paths
+from workers.settings import Settings
+from workers.store import ACTIVE_STATES, Store
+
+SOFTWARE = "slide-restore 0.1.0"
+
+
+@lru_cache(maxsize=4)
+def _reader(path: str, max_slide_pixels: int, max_plain_pixels: int) -> SlideReader:
+    return open_slide(Path(path), ReaderLimits(max_slide_pixels, max_plain_pixels))
+
+
+def reader_for(settings: Settings, slide: dict[str, Any]) -> SlideReader:
+    """The slide's reader, kept open per worker process."""
+    return _reader(slide["path"], settings.max_slide_pixels, settings.max_plain_image_pixels)
+
+
+def _model(settings: Settings, name: str) -> Any:
+    from models.runtime import load_model
+
+    return load_model(
+        get_model(settings.models_dirs, name), settings.ort_providers, settings.ort_threads
+    )
+
+
+def start(store: Store, settings: Settings, job_id: str) -> list[int]:
+    """Claim a queued job, prepare its output and tissue map; return regions still to do."""
+    claimed = store.transition(job_id, ("queued",), "running", started_at=time.time())
+    job = store.get_job(job_id)
+    if not claimed and job["state"] != "running":
+        return []
+    started = time.perf_counter()
+    slide = store.get_slide(job["slide_id"])
+    model = get_model(settings.models_dirs, job["model"])
+    model.verify()
+    reader = reader_for(settings, slide)
+    params = job["params"]
+    grid = grid_from_params(params)
+    paths = job_paths(settings, job_id)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if params["skip_background"] and not paths.tissue.exists():
+        pipeline.make_tissue_map(reader).save(paths.tissue)
+    out = grid.output_box(grid.area)
+    omezarr.create_store(paths.partial, out.width, out.height, params["chunk_px"])
+    store.update_job(
+        job_id,
+        regions_total=len(grid.regions),
+        tiles_total=len(grid.tiles),
+        model_sha256=model.manifest.sha256,
+    )
+    store.merge_timings(job_id, plan_s=time.perf_counter() - started)
+    done = store.done_regions(job_id)
+    return [i for i in range(len(grid.regions)) if i not in done]
+
+
+def run_region(store: Store, settings: Settings, job_id: str, region_index: int) -> bool:
+    """Restore one region unless done or cancelled; True when this completed the last one."""
+    job = store.get_job(job_id)
+    if job["state"] != "running":
+        if job["state"] == "cancelled":
+            discard_partial(settings, job_id)
+        return False
+    grid = grid_from_params(job["params"])
+    if region_index not in store.done_regions(job_id):
+        paths = job_paths(settings, job_id)
+        tissue = TissueMap.load(paths.tissue) if paths.tissue.exists() else None
+        model = _model(settings, job["model"])
+        if job["provider"] is None:
+            store.update_job(job_id, provider=model.provider)
+        try:
+            result = pipeline.restore_region(
+                reader_for(settings, store.get_slide(job["slide_id"])),
+                model,
+                grid,
+                region_index,
+                paths.partial,
+                tissue,
+                settings.tile_batch,
+                should_stop=lambda: store.job_state(job_id) != "running",
+            )
+        except pipeline.JobCancelled:
+            discard_partial(settings, job_id)
+            return False
+        store.mark_region_done(
+            job_id,
+            region_index,
+            grid.owned_tile_count(region_index),
+            result.tiles_restored,
+            result.seconds,
+        )
+    return len(store.done_regions(job_id)) == len(grid.regions)
+
+
+def finish(store: Store, settings: Settings, job_id: str) -> bool:
+    """Build the pyramid and publish the output; False when another task already did."""
+    job = store.get_job(job_id)
+    stale = time.time() - job["timings"].get("finalize_claimed_at", 0) > settings.task_time_limit_s
+    claimed = store.transition(job_id, ("running",), "finalizing")
+    if not claimed and not (job["state"] == "finalizing" and stale):
+        return False
+    store.merge_timings(job_id, finalize_claimed_at=time.time())
+    started = time.perf_counter()
+    slide = store.get_slide(job["slide_id"])
+    params = job["params"]
+    info = slide["info"]
+    scale = params["scale"]
+    mpp = (
+        info["mpp_x"] / scale if info["mpp_x"] else None,
+        info["mpp_y"] / scale if info["mpp_y"] else None,
+    )
+    paths = job_paths(settings, job_id)
+    job = store.get_job(job_id)
+    provenance = {
+        "job_id": job_id,
+        "software": SOFTWARE,
+        "model": job["model"],
+        "model_sha256": job["model_sha256"],
+        "provider": job["provider"],
+        "source": {
+            "filename": slide["filename"],
+            "sha256": slide["sha256"],
+            "area": params["area"],
+        },
+        "params": params,
+    }
+    pipeline.finish_output(
+        paths.partial,
+        paths.output,
+        f"{slide['filename']} ({job['model']})",
+        mpp,
+        provenance,
+        params["chunk_px"],
+    )
+    region_seconds = sum(store.region_seconds(job_id))
+    store.merge_timings(job_id, finalize_s=time.perf_counter() - started, regions_s=region_seconds)
+    store.transition(job_id, ("finalizing",), "completed", finished_at=time.time())
+    return True
+
+
+def fail(store: Store, settings: Settings, job_id: str, message: str) -> None:
+    """Mark an active job failed and drop its partial output."""
+    if store.transition(job_id, ACTIVE_STATES, "failed", error=message, finished_at=time.time()):
+        discard_partial(settings, job_id)
+
+
+def discard_partial(settings: Settings, job_id: str) -> None:
+    """Remove an unfinished output (cancelled or failed job)."""
+    shutil.rmtree(job_paths(settings, job_id).partial, ignore_errors=True)

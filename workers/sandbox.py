@@ -1,0 +1,143 @@
+"""Open untrusted slide files only in child processes with an address-space limit.
+
+A file that crashes or exhausts a child breaks only that child: the pool is rebuilt and
+the request gets a 4xx. The API uses this for inspection, thumbnails and input DZI tiles.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import resource
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from workers.engine import dzi
+from workers.engine.archives import unpack_slide_zip
+from workers.engine.readers import ReaderLimits, SlideReader, open_slide
+from workers.engine.thumbnails import read_thumbnail
+from workers.errors import InvalidInput, RestoreError
+
+THUMBNAIL_PX = 1024
+
+
+def _limit_memory(memory_mb: int) -> None:
+    limit = memory_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+@lru_cache(maxsize=4)
+def _cached_reader(path: str, max_slide_pixels: int, max_plain_pixels: int) -> SlideReader:
+    return open_slide(Path(path), ReaderLimits(max_slide_pixels, max_plain_pixels))
+
+
+def inspect_upload(upload: str, slide_dir: str, limits: tuple[int, int]) -> dict[str, Any]:
+    """Open an uploaded file, check it reads end to end, and write its thumbnail.
+
+    Returns the slide's path (the file inside a zip for MRXS) and its description.
+    """
+    path = Path(upload)
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        path = unpack_slide_zip(path, Path(slide_dir) / "unpacked", max_bytes=limits[0] * 4)
+    reader = open_slide(path, ReaderLimits(*limits))
+    try:
+        info = reader.info
+        for level, (width, height) in enumerate(info.level_dimensions):
+            # reading the far corner of each level catches truncated files
+            ds = info.level_downsamples[level]
+            corner = (int((width - min(64, width)) * ds), int((height - min(64, height)) * ds))
+            reader.read_region(corner, level, (min(64, width), min(64, height)))
+        thumbnail, _ = read_thumbnail(reader, THUMBNAIL_PX)
+    finally:
+        reader.close()
+    from PIL import Image
+
+    Image.fromarray(thumbnail).save(Path(slide_dir) / "thumbnail.png")
+    return {"path": str(path), "info": _info_dict(reader)}
+
+
+def _info_dict(reader: SlideReader) -> dict[str, Any]:
+    info = reader.info
+    return {
+        "width": info.width,
+        "height": info.height,
+        "level_count": info.level_count,
+        "level_dimensions": [list(d) for d in info.level_dimensions],
+        "level_downsamples": info.level_downsamples,
+        "mpp_x": info.mpp_x,
+        "mpp_y": info.mpp_y,
+        "vendor": info.vendor,
+        "reader": info.reader,
+        "properties": info.properties,
+    }
+
+
+def render_input_tile(path: str, limits: tuple[int, int], level: int, col: int, row: int) -> bytes:
+    """JPEG bytes of one DZI tile of an input slide."""
+    reader = _cached_reader(path, *limits)
+    zoom = dzi.DeepZoom(reader.info.width, reader.info.height)
+    return dzi.encode(dzi.render_tile(reader, zoom, level, col, row))
+
+
+def render_thumbnail(path: str, limits: tuple[int, int], max_px: int) -> bytes:
+    """PNG bytes of a thumbnail of an input slide."""
+    reader = _cached_reader(path, *limits)
+    thumbnail, _ = read_thumbnail(reader, max_px)
+    return dzi.encode(thumbnail, "png")
+
+
+class Sandbox:
+    """A small pool of memory-limited child processes that open untrusted files."""
+
+    def __init__(self, memory_mb: int, timeout_s: float, workers: int = 2) -> None:
+        self.memory_mb = memory_mb
+        self.timeout_s = timeout_s
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_limit_memory,
+                    initargs=(self.memory_mb,),
+                )
+            return self._pool
+
+    def run(self, function: Any, *args: Any) -> Any:
+        """Call ``function(*args)`` in a child; a crash or time-out becomes InvalidInput."""
+        pool = self._executor()
+        try:
+            return pool.submit(function, *args).result(timeout=self.timeout_s)
+        except RestoreError:
+            raise
+        except MemoryError as exc:
+            raise InvalidInput("reading this file needs more memory than allowed") from exc
+        except concurrent.futures.process.BrokenProcessPool as exc:
+            self._reset()
+            raise InvalidInput("the file crashed the reader process") from exc
+        except concurrent.futures.TimeoutError as exc:
+            self._reset()
+            raise InvalidInput(f"reading the file took longer than {self.timeout_s} s") from exc
+        except Exception as exc:
+            raise InvalidInput(f"cannot read the file: {exc}") from exc
+
+    def _reset(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            for process in processes:
+                process.kill()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        """Stop the children."""
+        self._reset()

@@ -1,0 +1,84 @@
+"""Settings shared by the API and the workers, read from ``RESTORE_*`` environment variables.
+
+The same code runs embedded (filesystem broker, SQLite) or distributed (Redis, PostgreSQL);
+only these settings differ.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ZOO_DIR = Path(__file__).resolve().parent.parent / "models" / "zoo"
+
+
+class Settings(BaseSettings):
+    """Every knob of the server; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="RESTORE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="slides, job outputs, broker files")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL for job state; default SQLite in data_dir"
+    )
+    broker_url: str = Field(
+        default="filesystem://", description="Celery broker: filesystem:// or redis://host:6379/0"
+    )
+    models_dirs: list[Path] = Field(
+        default_factory=lambda: [ZOO_DIR], description="folders holding <model>/manifest.json"
+    )
+    embedded_worker: bool = Field(
+        default=True, description="`serve` also starts a Celery worker subprocess"
+    )
+    worker_concurrency: int = Field(default=1, ge=1)
+    ort_threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads; 0=auto")
+    ort_providers: list[str] = Field(
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        description="ONNX Runtime providers, tried in order",
+    )
+    max_upload_bytes: int = Field(default=50 * 2**30, description="largest accepted upload")
+    max_slide_pixels: int = Field(
+        default=2**32 - 1, description="largest level-0 width x height accepted"
+    )
+    max_plain_image_pixels: int = Field(
+        default=100_000_000, description="largest PNG/JPEG (decoded whole into memory)"
+    )
+    sandbox_memory_mb: int = Field(
+        default=2048, description="address-space limit of processes that open untrusted files"
+    )
+    sandbox_timeout_s: float = Field(default=60.0)
+    region_px: int = Field(default=2048, description="input pixels per side of one region task")
+    chunk_px: int = Field(default=512, description="OME-Zarr chunk size per side")
+    tile_batch: int = Field(default=4, ge=1, description="tiles per ONNX Runtime call")
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    broker_visibility_timeout_s: int = Field(default=3600)
+    task_time_limit_s: int = Field(default=3600)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The job-state database; SQLite inside ``data_dir`` unless set."""
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'jobs.db'}"
+
+    @property
+    def slides_dir(self) -> Path:
+        """Where uploaded slides live, one folder each."""
+        return self.data_dir / "slides"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Where job outputs live, one folder each."""
+        return self.data_dir / "jobs"
+
+    @property
+    def broker_dir(self) -> Path:
+        """Message folder of the embedded filesystem broker."""
+        return self.data_dir / "broker"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests clear the cache or pass their own)."""
+    return Settings()

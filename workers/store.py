@@ -1,0 +1,252 @@
+"""Persistent state of slides, jobs, finished regions and live workers (SQLAlchemy Core).
+
+SQLite when embedded, PostgreSQL when distributed; every state change is one atomic
+statement, so the API and any number of worker processes can share it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from workers.errors import NotFound
+
+metadata = sa.MetaData()
+
+slides = sa.Table(
+    "slides",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("filename", sa.String(512), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("path", sa.String(2048), nullable=False),
+    sa.Column("info", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("slide_id", sa.String(36), nullable=False, index=True),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("regions_total", sa.Integer, nullable=False, default=0),
+    sa.Column("tiles_total", sa.Integer, nullable=False, default=0),
+    sa.Column("error", sa.Text),
+    sa.Column("provider", sa.String(64)),
+    sa.Column("model_sha256", sa.String(64)),
+    sa.Column("timings", sa.JSON, nullable=False, default=dict),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+)
+
+job_regions = sa.Table(
+    "job_regions",
+    metadata,
+    sa.Column("job_id", sa.String(36), primary_key=True),
+    sa.Column("region_index", sa.Integer, primary_key=True),
+    sa.Column("tiles", sa.Integer, nullable=False),
+    sa.Column("tiles_restored", sa.Integer, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("done_at", sa.Float, nullable=False),
+)
+
+workers_seen = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("hostname", sa.String(256), primary_key=True),
+    sa.Column("provider", sa.String(64)),
+    sa.Column("last_seen", sa.Float, nullable=False),
+)
+
+ACTIVE_STATES = ("queued", "running", "finalizing")
+FINAL_STATES = ("completed", "failed", "cancelled")
+
+
+def new_id() -> str:
+    """A random identifier for slides and jobs."""
+    return uuid.uuid4().hex
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _wal(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """Slides, jobs, regions and workers in one database."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = _make_engine(url)
+        metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        """Close pooled connections (after a fork, or at shutdown)."""
+        self.engine.dispose()
+
+    # slides
+    def add_slide(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Insert a slide record and return it."""
+        record = {"created_at": time.time(), **record}
+        with self.engine.begin() as conn:
+            conn.execute(slides.insert().values(**record))
+        return record
+
+    def get_slide(self, slide_id: str) -> dict[str, Any]:
+        """One slide record."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(slides).where(slides.c.id == slide_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"slide {slide_id} does not exist")
+        return dict(row)
+
+    def list_slides(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest slides first."""
+        query = sa.select(slides).order_by(slides.c.created_at.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def delete_slide(self, slide_id: str) -> None:
+        """Forget a slide."""
+        with self.engine.begin() as conn:
+            conn.execute(slides.delete().where(slides.c.id == slide_id))
+
+    # jobs
+    def add_job(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Insert a queued job and return it."""
+        record = {"created_at": time.time(), "state": "queued", "timings": {}, **record}
+        with self.engine.begin() as conn:
+            conn.execute(jobs.insert().values(**record))
+        return self.get_job(record["id"])
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        """One job record with its progress."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            if row is None:
+                raise NotFound(f"job {job_id} does not exist")
+            done = conn.execute(
+                sa.select(
+                    sa.func.count(), sa.func.coalesce(sa.func.sum(job_regions.c.tiles), 0)
+                ).where(job_regions.c.job_id == job_id)
+            ).one()
+        return {**dict(row), "regions_done": int(done[0]), "tiles_done": int(done[1])}
+
+    def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest jobs first."""
+        query = sa.select(jobs.c.id).order_by(jobs.c.created_at.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            ids = [r[0] for r in conn.execute(query)]
+        return [self.get_job(i) for i in ids]
+
+    def job_state(self, job_id: str) -> str:
+        """Just the state, cheaply (polled between tile batches)."""
+        with self.engine.connect() as conn:
+            state = conn.execute(sa.select(jobs.c.state).where(jobs.c.id == job_id)).scalar()
+        if state is None:
+            raise NotFound(f"job {job_id} does not exist")
+        return str(state)
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Set fields of a job."""
+        with self.engine.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(**fields))
+
+    def transition(
+        self, job_id: str, from_states: tuple[str, ...], to_state: str, **fields: Any
+    ) -> bool:
+        """Atomically move a job between states; False when it was in none of ``from_states``."""
+        query = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.state.in_(from_states))
+            .values(state=to_state, **fields)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(query).rowcount == 1
+
+    def merge_timings(self, job_id: str, **timings: float) -> None:
+        """Add named durations (seconds) to a job's timings."""
+        with self.engine.begin() as conn:
+            current = conn.execute(sa.select(jobs.c.timings).where(jobs.c.id == job_id)).scalar()
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id)
+                .values(timings={**(current or {}), **timings})
+            )
+
+    # regions
+    def mark_region_done(
+        self, job_id: str, region_index: int, tiles: int, tiles_restored: int, seconds: float
+    ) -> bool:
+        """Record a finished region once; False if it was already recorded."""
+        values = {
+            "job_id": job_id,
+            "region_index": region_index,
+            "tiles": tiles,
+            "tiles_restored": tiles_restored,
+            "seconds": seconds,
+            "done_at": time.time(),
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(job_regions.insert().values(**values))
+        except IntegrityError:
+            return False
+        return True
+
+    def done_regions(self, job_id: str) -> set[int]:
+        """Indexes of the regions already written."""
+        query = sa.select(job_regions.c.region_index).where(job_regions.c.job_id == job_id)
+        with self.engine.connect() as conn:
+            return {int(r[0]) for r in conn.execute(query)}
+
+    def region_seconds(self, job_id: str) -> list[float]:
+        """Seconds each finished region took."""
+        query = sa.select(job_regions.c.seconds).where(job_regions.c.job_id == job_id)
+        with self.engine.connect() as conn:
+            return [float(r[0]) for r in conn.execute(query)]
+
+    # workers
+    def worker_heartbeat(self, hostname: str, provider: str | None) -> None:
+        """Say that a worker is alive now."""
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                workers_seen.update()
+                .where(workers_seen.c.hostname == hostname)
+                .values(last_seen=time.time(), provider=provider)
+            ).rowcount
+        if not updated:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        workers_seen.insert().values(
+                            hostname=hostname, provider=provider, last_seen=time.time()
+                        )
+                    )
+            except IntegrityError:
+                pass
+
+    def live_workers(self, within_s: float) -> list[dict[str, Any]]:
+        """Workers seen within the last ``within_s`` seconds."""
+        query = sa.select(workers_seen).where(workers_seen.c.last_seen >= time.time() - within_s)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]

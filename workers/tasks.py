@@ -1,0 +1,88 @@
+"""Celery tasks: thin adapters that take ids and call :mod:`workers.jobs`."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_process_init, worker_ready
+
+from workers import jobs
+from workers.celery_app import app
+from workers.settings import get_settings
+from workers.store import Store
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 5.0
+_store: Store | None = None
+
+
+def store() -> Store:
+    """The job store of this process (opened lazily, never shared across a fork)."""
+    global _store
+    if _store is None:
+        _store = Store(get_settings().resolved_database_url)
+    return _store
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    global _store
+    _store = None
+
+
+def _provider() -> str:
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    wanted = [p for p in get_settings().ort_providers if p in available]
+    return wanted[0] if wanted else "CPUExecutionProvider"
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    hostname = getattr(sender, "hostname", None) or socket.gethostname()
+    provider = _provider()
+
+    def beat() -> None:
+        event = threading.Event()
+        while not event.wait(HEARTBEAT_S):
+            try:
+                store().worker_heartbeat(hostname, provider)
+            except Exception:  # the database may be restarting; try again next beat
+                log.exception("worker heartbeat failed")
+
+    store().worker_heartbeat(hostname, provider)
+    threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+
+
+class JobTask(Task):  # type: ignore[misc]
+    """Marks the job failed when its task raises."""
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Record the error in the job."""
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        jobs.fail(store(), get_settings(), args[0], message)
+
+
+@app.task(name="restore.start_job", base=JobTask, bind=True)
+def start_job(self: Task, job_id: str) -> None:
+    """Plan the job and queue one task per region still to do."""
+    for region_index in jobs.start(store(), get_settings(), job_id):
+        restore_region.delay(job_id, region_index)
+
+
+@app.task(name="restore.region", base=JobTask, bind=True)
+def restore_region(self: Task, job_id: str, region_index: int) -> None:
+    """Restore one region; the task that completes the last region queues the finish."""
+    if jobs.run_region(store(), get_settings(), job_id, region_index):
+        finish_job.delay(job_id)
+
+
+@app.task(name="restore.finish", base=JobTask, bind=True)
+def finish_job(self: Task, job_id: str) -> None:
+    """Build the pyramid and publish the output."""
+    jobs.finish(store(), get_settings(), job_id)
