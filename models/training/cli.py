@@ -1,0 +1,99 @@
+"""Command-line entry points behind ``python -m models.train`` and ``python -m models.evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from models.training.tasks import TASKS
+
+DEFAULT_DATA_ROOT = Path("../shared/data")
+
+
+def _default_data(task: str) -> list[Path]:
+    return [DEFAULT_DATA_ROOT / d for d in TASKS[task].data]
+
+
+def train_main(argv: list[str] | None = None) -> None:
+    """Parse arguments and run :func:`models.training.trainer.train`."""
+    from models.training.trainer import TrainOptions, train
+
+    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__)
+    parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    parser.add_argument("--data", nargs="+", type=Path, help="folders/files of sharp images")
+    parser.add_argument("--out", type=Path, help="model folder (default models/zoo/<task>)")
+    parser.add_argument("--work-dir", type=Path, help="resumable state (default ~/.cache/...)")
+    parser.add_argument("--steps", type=int, default=2000, help="supervised steps (LR schedule)")
+    parser.add_argument("--minutes", type=float, help="wall-clock budget; stops early")
+    parser.add_argument("--adversarial-steps", type=int, default=0, help="PatchGAN stage steps")
+    parser.add_argument("--adversarial-weight", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--resume", action="store_true", help="continue from --work-dir state")
+    parser.add_argument("--init-from", type=Path, help="checkpoint.pt to fine-tune from")
+    parser.add_argument("--held-out-fraction", type=float, default=0.2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--no-export", action="store_true")
+    args = parser.parse_args(argv)
+    argv_list = sys.argv[1:] if argv is None else argv
+    options = TrainOptions(
+        data=args.data or _default_data(args.task),
+        out=args.out or Path("models/zoo") / args.task,
+        work_dir=args.work_dir or Path.home() / ".cache/slide-restore/runs" / args.task,
+        steps=args.steps,
+        minutes=args.minutes,
+        adversarial_steps=args.adversarial_steps,
+        adversarial_weight=args.adversarial_weight,
+        seed=args.seed,
+        batch=args.batch,
+        lr=args.lr,
+        resume=args.resume,
+        init_from=args.init_from,
+        held_out_fraction=args.held_out_fraction,
+        threads=args.threads,
+        log_every=args.log_every,
+        export=not args.no_export,
+        command="python -m models.train " + shlex.join(argv_list),
+    )
+    train(TASKS[args.task], options)
+
+
+def evaluate_main(argv: list[str] | None = None) -> None:
+    """Parse arguments and evaluate one or all shipped models on their held-out split."""
+    from models.training.evaluation import evaluate_task, real_defocus_check
+
+    parser = argparse.ArgumentParser(prog="python -m models.evaluate")
+    parser.add_argument("--task", nargs="+", default=["all"], help="task names or 'all'")
+    parser.add_argument("--data", nargs="+", type=Path, help="image folders (default per task)")
+    parser.add_argument("--zoo", type=Path, default=Path("models/zoo"))
+    parser.add_argument("--reports", type=Path, default=Path("models/training/reports"))
+    parser.add_argument("--held-out-fraction", type=float, default=0.2)
+    parser.add_argument(
+        "--real-defocus",
+        type=Path,
+        default=DEFAULT_DATA_ROOT / "focus/bbbc006_defocus/z00",
+        help="real out-of-focus images for the no-reference check of deblur-defocus",
+    )
+    args = parser.parse_args(argv)
+    names = sorted(TASKS) if args.task == ["all"] else args.task
+    for name in names:
+        model_dir = args.zoo / name
+        if not (model_dir / "model.onnx").exists():
+            print(f"skip {name}: no {model_dir / 'model.onnx'}")
+            continue
+        extra = {}
+        if name == "deblur-defocus" and args.real_defocus.exists():
+            from models.training.data import discover_images
+
+            classifier = args.zoo / "blur-classifier"
+            extra["real_defocus"] = real_defocus_check(
+                model_dir,
+                classifier if (classifier / "model.onnx").exists() else None,
+                discover_images([args.real_defocus]),
+            )
+        data = args.data or _default_data(name)
+        evaluate_task(TASKS[name], data, model_dir, args.reports, args.held_out_fraction, extra)

@@ -1,0 +1,203 @@
+"""ONNX export, torch/ONNX parity check, CPU throughput and the manifest beside the model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from models.manifest import (
+    BLUR_CLASSES,
+    ModelManifest,
+    TrainingRecord,
+    file_sha256,
+    load_manifest,
+    write_manifest,
+)
+from models.training.networks import BlurClassifier, SRResNet, UNetDeblur
+from models.training.tasks import TaskConfig
+
+OPSET = 17
+MODEL_FILE = "model.onnx"
+CHECKPOINT_FILE = "checkpoint.pt"
+NETWORKS: dict[str, type[nn.Module]] = {
+    "unet": UNetDeblur,
+    "srresnet": SRResNet,
+    "classifier": BlurClassifier,
+}
+
+
+def build_network(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """Instantiate a network by its registry name."""
+    return NETWORKS[name](**kwargs)
+
+
+def save_checkpoint(model: nn.Module, config: TaskConfig, path: Path, **info: Any) -> None:
+    """Write the small fine-tuning checkpoint: weights plus how to rebuild the network."""
+    torch.save(
+        {
+            "task": config.name,
+            "network": config.network,
+            "network_kwargs": config.network_kwargs,
+            "state_dict": model.state_dict(),
+            **info,
+        },
+        path,
+    )
+
+
+def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a network from a checkpoint written by :func:`save_checkpoint`."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_network(payload["network"], payload["network_kwargs"])
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), payload
+
+
+def output_names(config: TaskConfig) -> list[str]:
+    """Names of the ONNX outputs (the server contract).
+
+    ONNX graphs are in SSA form, so a generator's output cannot share the input's name
+    ``image``; it is called ``output`` and listed in the manifest's ``output_names``.
+    """
+    return ["logits", "extent"] if config.kind == "classifier" else ["output"]
+
+
+def export_onnx(model: nn.Module, config: TaskConfig, path: Path, side: int = 64) -> None:
+    """Export with dynamic batch, height and width (opset :data:`OPSET`)."""
+    model = model.eval()
+    example = torch.rand(1, config.channels, side, side)
+    names = output_names(config)
+    axes = {"image": {0: "batch", 2: "height", 3: "width"}}
+    if config.kind == "classifier":
+        axes.update({"logits": {0: "batch"}, "extent": {0: "batch"}})
+    else:
+        axes["output"] = {0: "batch", 2: "out_height", 3: "out_width"}
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=names,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def session(path: Path, threads: int = 2) -> ort.InferenceSession:
+    """A CPU ONNX Runtime session limited to ``threads`` threads."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def parity(model: nn.Module, path: Path, shapes: list[tuple[int, int, int, int]]) -> float:
+    """Largest absolute difference between torch and ONNX Runtime outputs over ``shapes``."""
+    sess = session(path)
+    worst = 0.0
+    rng = np.random.default_rng(0)
+    for shape in shapes:
+        x = rng.random(shape, dtype=np.float32)
+        with torch.no_grad():
+            ref = model.eval()(torch.from_numpy(x))
+        refs = ref if isinstance(ref, tuple) else (ref,)
+        outs = sess.run(None, {"image": x})
+        for r, o in zip(refs, outs, strict=True):
+            if r.shape != o.shape:
+                raise AssertionError(f"shape mismatch {tuple(r.shape)} vs {o.shape}")
+            worst = max(worst, float(np.abs(r.numpy() - o).max()))
+    return worst
+
+
+def throughput(path: Path, config: TaskConfig, repeats: int = 5) -> dict[str, float]:
+    """CPU throughput through ONNX Runtime (2 threads) in megapixels per second.
+
+    Generators: output megapixels per second on one tile of ``tile_px + 2 * halo_px`` input
+    pixels per side (``core_mpx_per_s`` counts only the ``tile_px`` core kept after the halo
+    is cropped). Classifier: input megapixels per second on a batch of 16 tiles.
+    """
+    sess = session(path)
+    if config.kind == "classifier":
+        shape = (16, config.channels, config.tile_px, config.tile_px)
+    else:
+        side = config.tile_px + 2 * config.halo_px
+        shape = (1, config.channels, side, side)
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    sess.run(None, {"image": x})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sess.run(None, {"image": x})
+        times.append(time.perf_counter() - start)
+    seconds = float(np.median(times))
+    scale = 1 if config.kind == "classifier" else config.scale
+    pixels = shape[0] * shape[2] * shape[3] * scale**2
+    core = shape[0] * (config.tile_px * scale) ** 2
+    return {
+        "mpx_per_s": pixels / seconds / 1e6,
+        "core_mpx_per_s": core / seconds / 1e6,
+        "seconds_per_call": seconds,
+        "input_shape": list(shape),
+    }
+
+
+def write_model_folder(
+    model: nn.Module,
+    config: TaskConfig,
+    out_dir: Path,
+    training: TrainingRecord,
+    version: str = "1.0.0",
+) -> ModelManifest:
+    """Export ONNX, verify it, measure it, and write checkpoint + manifest into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / MODEL_FILE
+    export_onnx(model, config, onnx_path)
+    s = config.scale
+    shapes = [(1, config.channels, 64, 64), (2, config.channels, 48, 80)]
+    worst = parity(model, onnx_path, shapes)
+    if worst > 1e-3:
+        raise AssertionError(f"ONNX output differs from torch by {worst}")
+    speed = throughput(onnx_path, config)
+    save_checkpoint(model, config, out_dir / CHECKPOINT_FILE, step=None)
+    previous = out_dir / "manifest.json"
+    metrics = load_manifest(previous).metrics if previous.exists() else {}
+    extras: dict[str, Any] = {
+        "network": {"name": config.network, **config.network_kwargs},
+        "checkpoint": CHECKPOINT_FILE,
+        "size_multiple": 8,
+        "onnx_parity_max_abs_diff": worst,
+        "throughput": {**speed, "threads": 2, "runtime": f"onnxruntime {ort.__version__}"},
+    }
+    if config.kind == "classifier":
+        extras["classes"] = list(BLUR_CLASSES)
+        extras["extent_unit"] = "px, sqrt(12 * PSF variance)"
+    manifest = ModelManifest(
+        name=config.name,
+        version=version,
+        task=config.task,  # type: ignore[arg-type]
+        kind=config.kind,  # type: ignore[arg-type]
+        file=MODEL_FILE,
+        sha256=file_sha256(onnx_path),
+        opset=OPSET,
+        output_names=output_names(config),
+        in_channels=config.channels,
+        out_channels=config.channels if config.kind == "generator" else len(BLUR_CLASSES),
+        scale=s,
+        tile_px=config.tile_px,
+        halo_px=config.halo_px,
+        description=config.description,
+        training=training,
+        metrics=metrics,
+        throughput_mpx_per_s=round(speed["mpx_per_s"], 3),
+        **extras,
+    )
+    write_manifest(manifest, out_dir)
+    return manifest

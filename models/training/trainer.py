@@ -1,0 +1,206 @@
+"""The training loop: seeded batches, L1 + SSIM + frequency loss, optional GAN stage, resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.manifest import TrainingRecord
+from models.training.data import ImagePool, discover_images, split_paths
+from models.training.export import build_network, load_checkpoint, write_model_folder
+from models.training.losses import (
+    classifier_loss,
+    critic_loss,
+    generator_adversarial,
+    restoration_loss,
+)
+from models.training.networks import PatchCritic
+from models.training.tasks import TaskConfig
+
+
+@dataclass
+class TrainOptions:
+    """Knobs of one training run (the CLI maps onto these one to one)."""
+
+    data: list[Path]
+    out: Path
+    work_dir: Path
+    steps: int = 2000
+    minutes: float | None = None
+    adversarial_steps: int = 0
+    adversarial_weight: float = 1e-3
+    seed: int = 0
+    batch: int | None = None
+    lr: float | None = None
+    resume: bool = False
+    init_from: Path | None = None
+    held_out_fraction: float = 0.2
+    threads: int = 2
+    log_every: int = 50
+    checkpoint_every_s: float = 120.0
+    export: bool = True
+    command: str = ""
+    history: list[dict] = field(default_factory=list)
+
+
+def _lr_at(step: int, total: int, base: float, warmup: int = 50) -> float:
+    """Linear warm-up then cosine decay to 5 % of ``base`` at ``total`` steps."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+def _state_path(options: TrainOptions) -> Path:
+    return options.work_dir / "train_state.pt"
+
+
+def training_data(config: TaskConfig, options: TrainOptions) -> tuple[ImagePool, str]:
+    """Load the training split and describe the data (counts and the held-out rule)."""
+    paths = discover_images(options.data)
+    train_paths, held = split_paths(paths, options.held_out_fraction)
+    pool = ImagePool.load(
+        train_paths, config.channels, config.crop_px + 2 * config.margin_px, config.min_tissue
+    )
+    roots = ", ".join(str(p) for p in options.data)
+    description = (
+        f"{len(pool.paths)} training images (of {len(train_paths)} in the training split; "
+        f"near-empty or small ones skipped) from {roots}; {len(held)} files held out: "
+        f"sha256('<folder>/<stem without _N suffix>') < {options.held_out_fraction} of 2**64 "
+        "(whole source files, see models.training.data.is_held_out)"
+    )
+    return pool, description
+
+
+def _step_loss(
+    model: nn.Module, config: TaskConfig, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
+    if config.kind == "classifier":
+        logits, extent = model(batch["input"])
+        loss, terms = classifier_loss(logits, extent, batch["label"], batch["extent"])
+        return loss, terms, None
+    output = model(batch["input"])
+    loss, terms = restoration_loss(output, batch["target"])
+    return loss, terms, output
+
+
+def train(config: TaskConfig, options: TrainOptions) -> Path:
+    """Train (or fine-tune / resume) one model, then export it into ``options.out``.
+
+    Batches are drawn from ``numpy.random.default_rng([seed, step])``, so a run is
+    reproducible step for step and a resumed run sees the same batches it would have seen.
+    """
+    torch.set_num_threads(options.threads)
+    torch.manual_seed(options.seed)
+    options.work_dir.mkdir(parents=True, exist_ok=True)
+    pool, data_description = training_data(config, options)
+    batch_size = options.batch or config.batch
+    base_lr = options.lr or config.lr
+    if options.init_from is not None:
+        model, _ = load_checkpoint(options.init_from)
+        model.train()
+    else:
+        model = build_network(config.network, config.network_kwargs)
+    optimizer = torch.optim.Adam(model.parameters(), lr=base_lr)
+    critic = PatchCritic(config.channels) if options.adversarial_steps else None
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=1e-4) if critic else None
+    step, elapsed = 0, 0.0
+    if options.resume and _state_path(options).exists():
+        state = torch.load(_state_path(options), map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if critic is not None and state.get("critic"):
+            critic.load_state_dict(state["critic"])
+            critic_opt.load_state_dict(state["critic_optimizer"])  # type: ignore[union-attr]
+        step, elapsed = state["step"], state["elapsed_s"]
+        options.history = state.get("history", [])
+        print(f"resumed at step {step} ({elapsed / 60:.1f} min)")
+    total = options.steps + options.adversarial_steps
+    budget_s = options.minutes * 60 if options.minutes else float("inf")
+    start, last_save = time.perf_counter() - elapsed, time.perf_counter()
+    running: dict[str, float] = {}
+    model.train()
+    while step < total and time.perf_counter() - start < budget_s:
+        rng = np.random.default_rng([options.seed, step])
+        arrays = config.make_batch(pool, rng, batch_size)
+        batch = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        lr = _lr_at(min(step, options.steps), options.steps, base_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss, terms, output = _step_loss(model, config, batch)
+        if critic is not None and step >= options.steps and output is not None:
+            critic_opt.zero_grad()  # type: ignore[union-attr]
+            d_loss = critic_loss(critic(batch["target"]), critic(output.detach()))
+            d_loss.backward()
+            critic_opt.step()  # type: ignore[union-attr]
+            adv = generator_adversarial(critic(output))
+            loss = loss + options.adversarial_weight * adv
+            terms = {**terms, "adv": adv.item(), "critic": d_loss.item()}
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step += 1
+        for k, v in terms.items():
+            running[k] = running.get(k, 0.0) + v
+        if step % options.log_every == 0 or step == total:
+            n = options.log_every if step % options.log_every == 0 else step % options.log_every
+            record = {k: round(v / n, 5) for k, v in running.items()}
+            record.update(step=step, lr=round(lr, 7), minutes=round(_minutes(start), 2))
+            options.history.append(record)
+            print(json.dumps(record), flush=True)
+            running = {}
+        if time.perf_counter() - last_save > options.checkpoint_every_s:
+            _save_state(options, model, optimizer, critic, critic_opt, step, start)
+            last_save = time.perf_counter()
+    _save_state(options, model, optimizer, critic, critic_opt, step, start)
+    minutes = _minutes(start)
+    print(f"stopped at step {step}/{total} after {minutes:.1f} min")
+    if options.export:
+        record = TrainingRecord(
+            data=data_description,
+            command=options.command,
+            minutes=round(minutes, 1),
+            seed=options.seed,
+            hardware=f"CPU, torch {torch.__version__}, {options.threads} threads",
+        )
+        model.eval()
+        manifest = write_model_folder(model, config, options.out, record)
+        extra = {"steps": step, "batch": batch_size, "lr": base_lr}
+        _add_training_extras(options.out, extra, options.history[-1] if options.history else {})
+        print(f"exported {options.out} ({manifest.throughput_mpx_per_s} MP/s)")
+    return options.out
+
+
+def _minutes(start: float) -> float:
+    return (time.perf_counter() - start) / 60
+
+
+def _save_state(options, model, optimizer, critic, critic_opt, step, start) -> None:
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "critic": critic.state_dict() if critic else None,
+            "critic_optimizer": critic_opt.state_dict() if critic_opt else None,
+            "step": step,
+            "elapsed_s": time.perf_counter() - start,
+            "history": options.history,
+        },
+        _state_path(options),
+    )
+
+
+def _add_training_extras(out: Path, extra: dict, last_log: dict) -> None:
+    """Record steps, batch, learning rate and the final training losses in the manifest."""
+    from models.manifest import load_manifest, write_manifest
+
+    manifest = load_manifest(out / "manifest.json")
+    data = manifest.model_dump()
+    data["training_run"] = {**extra, "final_log": last_log}
+    write_manifest(type(manifest).model_validate(data), out)
