@@ -1,0 +1,126 @@
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models.manifest import file_sha256, load_manifest  # noqa: E402
+from models.training.export import build_network, load_checkpoint, parity, session  # noqa: E402
+from models.training.networks import PatchCritic  # noqa: E402
+from models.training.tasks import TASKS, TaskConfig  # noqa: E402
+from models.training.trainer import TrainOptions, train  # noqa: E402
+
+TINY = {
+    "unet": {"base": 4, "levels": 3},
+    "srresnet": {"width": 8, "blocks": 1},
+    "classifier": {"width": 4},
+}
+
+
+def tiny(name: str) -> TaskConfig:
+    config = TASKS[name]
+    crop = 32 if config.scale == 1 else 16 * config.scale
+    return dataclasses.replace(
+        config,
+        network_kwargs={**config.network_kwargs, **TINY[config.network]},
+        crop_px=crop,
+        margin_px=8,
+        batch=2,
+        tile_px=32,
+        halo_px=4 if config.kind == "generator" else 0,
+        min_tissue=0.0,
+    )
+
+
+def options(folder: Path, out: Path, **kwargs: object) -> TrainOptions:
+    base = {
+        "data": [folder],
+        "out": out,
+        "work_dir": out / "state",
+        "steps": 3,
+        "log_every": 1,
+        "held_out_fraction": 0.0,
+        "threads": 1,
+        "command": "pytest (tiny network)",
+    }
+    return TrainOptions(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("name", "out_shape"),
+    [
+        ("deblur-motion", (1, 3, 64, 48)),
+        ("deblur-defocus", (1, 3, 64, 48)),
+        ("sr-x2", (1, 1, 128, 96)),
+        ("sr-x4", (1, 3, 256, 192)),
+    ],
+)
+def test_generators_are_fully_convolutional(name: str, out_shape: tuple[int, ...]) -> None:
+    config = TASKS[name]
+    net = build_network(config.network, config.network_kwargs).eval()
+    with torch.no_grad():
+        out = net(torch.rand(1, config.channels, 64, 48))
+    assert tuple(out.shape) == out_shape
+
+
+def test_classifier_and_critic_shapes() -> None:
+    config = TASKS["blur-classifier"]
+    net = build_network(config.network, config.network_kwargs).eval()
+    with torch.no_grad():
+        logits, extent = net(torch.rand(3, 3, 128, 128))
+    assert logits.shape == (3, 4) and extent.shape == (3, 1) and (extent >= 0).all()
+    assert PatchCritic(3)(torch.rand(2, 3, 64, 64)).shape[:2] == (2, 1)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_a_few_training_steps_then_export_round_trip(
+    name: str, image_folder: Path, tmp_path: Path
+) -> None:
+    config = tiny(name)
+    adversarial = 2 if config.kind == "generator" else 0
+    train(config, options(image_folder, tmp_path, adversarial_steps=adversarial))
+    manifest = load_manifest(tmp_path / "manifest.json")
+    assert manifest.sha256 == file_sha256(tmp_path / "model.onnx")
+    assert manifest.throughput_mpx_per_s and manifest.throughput_mpx_per_s > 0
+    assert manifest.training and manifest.training.command
+    model, payload = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert payload["task"] == name
+    shapes = [(1, config.channels, 32, 32), (2, config.channels, 24, 40)]
+    assert parity(model, tmp_path / "model.onnx", shapes) < 1e-4
+    x = np.random.default_rng(0).random((1, config.channels, 40, 56), dtype=np.float32)
+    outputs = session(tmp_path / "model.onnx").run(None, {"image": x})
+    assert [o.name for o in session(tmp_path / "model.onnx").get_outputs()] == (
+        manifest.output_names
+    )
+    if config.kind == "classifier":
+        assert outputs[0].shape == (1, 4) and outputs[1].shape == (1, 1)
+    else:
+        s = config.scale
+        assert outputs[0].shape == (1, config.channels, 40 * s, 56 * s)
+
+
+def test_training_is_seeded_and_resumable(image_folder: Path, tmp_path: Path) -> None:
+    config = tiny("deblur-defocus")
+    straight = tmp_path / "straight"
+    train(config, options(image_folder, straight, steps=4, export=False))
+    split = tmp_path / "split"
+    train(config, options(image_folder, split, steps=2, export=False))
+    train(config, options(image_folder, split, steps=4, resume=True, export=False))
+    a = torch.load(straight / "state" / "train_state.pt", weights_only=False)
+    b = torch.load(split / "state" / "train_state.pt", weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for key, value in a["model"].items():
+        torch.testing.assert_close(value, b["model"][key], rtol=1e-5, atol=1e-6)
+
+
+def test_fine_tuning_starts_from_a_checkpoint(image_folder: Path, tmp_path: Path) -> None:
+    config = tiny("deblur-motion")
+    train(config, options(image_folder, tmp_path / "base", steps=2))
+    tuned = tmp_path / "tuned"
+    train(
+        config,
+        options(image_folder, tuned, steps=2, init_from=tmp_path / "base" / "checkpoint.pt"),
+    )
+    assert (tuned / "model.onnx").exists()

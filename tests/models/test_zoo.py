@@ -1,0 +1,54 @@
+"""Every shipped model: manifest valid, sha256 matches, ONNX runs with the contract shapes."""
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from models.manifest import BLUR_CLASSES, file_sha256, load_manifest
+
+ZOO = Path(__file__).resolve().parents[2] / "models" / "zoo"
+SHIPPED = ["deblur-motion", "deblur-defocus", "sr-x2", "sr-x4", "blur-classifier"]
+present = [name for name in SHIPPED if (ZOO / name / "manifest.json").exists()]
+
+
+def test_all_five_models_are_shipped() -> None:
+    assert present == SHIPPED
+
+
+@pytest.mark.parametrize("name", present)
+def test_manifest_matches_the_files(name: str) -> None:
+    folder = ZOO / name
+    manifest = load_manifest(folder / "manifest.json")
+    assert manifest.name == name
+    assert manifest.sha256 == file_sha256(folder / manifest.file)
+    assert (folder / "checkpoint.pt").exists()
+    for path in (folder / manifest.file, folder / "checkpoint.pt"):
+        assert path.stat().st_size < 5_000_000, f"{path} too large for the repo"
+    assert manifest.throughput_mpx_per_s is not None and manifest.throughput_mpx_per_s >= 2.0
+    assert manifest.training is not None and manifest.training.minutes
+    assert "python -m models.train" in manifest.training.command
+    assert manifest.metrics, "evaluation metrics missing from the manifest"
+
+
+@pytest.mark.parametrize("name", present)
+def test_onnx_runs_with_the_contract_shapes(name: str) -> None:
+    folder = ZOO / name
+    manifest = load_manifest(folder / "manifest.json")
+    sess = ort.InferenceSession(str(folder / manifest.file), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == [manifest.input_name]
+    assert [o.name for o in sess.get_outputs()] == manifest.output_names
+    rng = np.random.default_rng(0)
+    if manifest.kind == "classifier":
+        x = rng.random((2, manifest.in_channels, manifest.tile_px, manifest.tile_px), "float32")
+        logits, extent = sess.run(None, {manifest.input_name: x})
+        assert logits.shape == (2, len(BLUR_CLASSES)) and extent.shape == (2, 1)
+        assert (extent >= 0).all()
+    else:
+        for h, w in ((64, 64), (40, 72)):
+            x = rng.random((1, manifest.in_channels, h, w), dtype=np.float32)
+            (out,) = sess.run(None, {manifest.input_name: x})
+            s = manifest.scale
+            assert out.shape == (1, manifest.out_channels, h * s, w * s)
+            assert np.isfinite(out).all()
