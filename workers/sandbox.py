@@ -45,19 +45,28 @@ def inspect_upload(upload: str, slide_dir: str, limits: tuple[int, int]) -> dict
         path = unpack_slide_zip(path, Path(slide_dir) / "unpacked", max_bytes=limits[0] * 4)
     reader = open_slide(path, ReaderLimits(*limits))
     try:
-        info = reader.info
-        for level, (width, height) in enumerate(info.level_dimensions):
-            # reading the far corner of each level catches truncated files
-            ds = info.level_downsamples[level]
-            corner = (int((width - min(64, width)) * ds), int((height - min(64, height)) * ds))
-            reader.read_region(corner, level, (min(64, width), min(64, height)))
+        check_readable(reader)
         thumbnail, _ = read_thumbnail(reader, THUMBNAIL_PX)
+    except RestoreError:
+        raise
+    except Exception as exc:  # decoders raise their own errors on damaged data
+        raise InvalidInput(f"{path.name} is damaged or truncated: {exc}") from exc
     finally:
         reader.close()
     from PIL import Image
 
     Image.fromarray(thumbnail).save(Path(slide_dir) / "thumbnail.png")
     return {"path": str(path), "info": _info_dict(reader)}
+
+
+def check_readable(reader: SlideReader) -> None:
+    """Read the far corner of every level: truncated files fail here, not in a job."""
+    info = reader.info
+    for level, (width, height) in enumerate(info.level_dimensions):
+        ds = info.level_downsamples[level]
+        size = (min(64, width), min(64, height))
+        corner = (int((width - size[0]) * ds), int((height - size[1]) * ds))
+        reader.read_region(corner, level, size)
 
 
 def _info_dict(reader: SlideReader) -> dict[str, Any]:

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.app.server import Server
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory, test_models: Path) -> Iterator[Server]:
+    """The server as a user starts it: embedded worker, filesystem broker, SQLite."""
+    data = tmp_path_factory.mktemp("embedded")
+    env = {"RESTORE_DATA_DIR": str(data / "var"),
+           "RESTORE_MODELS_DIRS": f'["{test_models}"]',
+           "RESTORE_REGION_PX": "512"}
+    server = Server(env, data / "server.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(embedded: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+        yield client

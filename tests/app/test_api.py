@@ -1,0 +1,195 @@
+"""The REST API through HTTP against the real server command (embedded worker)."""
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openslide
+import pytest
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+from PIL import Image
+
+from tests.app.server import Server, upload, wait_for_job
+from tests.engine.fakes import whole_image_blur
+from tests.engine.test_readers import huge_declared_tiff
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def read_output(server: Server, job: dict) -> list[np.ndarray]:
+    """Open the job's OME-Zarr by URL with ome-zarr-py, as napari would."""
+    node = next(iter(Reader(parse_url(server.url + job["output_url"]))()))
+    return [np.moveaxis(np.asarray(level), 0, 2) for level in node.data]
+
+
+def openslide_pixels(path: Path, box=None) -> np.ndarray:
+    with openslide.OpenSlide(str(path)) as slide:
+        x, y, w, h = box or (0, 0, *slide.dimensions)
+        return np.asarray(slide.read_region((x, y), 0, (w, h)).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def slide(embedded: Server, pyramid_tiff: Path) -> dict:
+    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+        response = upload(client, pyramid_tiff)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_health_reports_broker_and_worker(client: httpx.Client) -> None:
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["broker"]
+    assert body["workers"][0]["provider"] == "CPUExecutionProvider"
+
+
+def test_upload_describes_the_slide(client: httpx.Client, slide: dict, pyramid_tiff: Path) -> None:
+    import hashlib
+
+    assert slide["sha256"] == hashlib.sha256(pyramid_tiff.read_bytes()).hexdigest()
+    assert (slide["width"], slide["height"], slide["level_count"]) == (1500, 1200, 3)
+    assert slide["mpp_x"] == pytest.approx(0.5) and slide["vendor"] == "generic-tiff"
+    assert client.get(f"/v1/slides/{slide['id']}").json() == slide
+    thumb = client.get(slide["thumbnail_url"])
+    assert thumb.headers["content-type"] == "image/png"
+    small = client.get(slide["thumbnail_url"], params={"max_px": 100})
+    assert max(Image.open(__import__("io").BytesIO(small.content)).size) == 100
+
+
+@pytest.mark.parametrize(("make", "status", "code"), [
+    (lambda d: (d / "notes.txt").write_text("hello") and d / "notes.txt", 415,
+     "unsupported_format"),
+    (lambda d: huge_declared_tiff(d / "huge.tif"), 413, "too_large"),
+    (lambda d: (d / "empty.svs").write_bytes(b"") is not None and d / "empty.svs", 422,
+     "invalid_input"),
+])
+def test_bad_uploads_get_a_clear_4xx_and_leave_nothing(client, embedded, tmp_path, make, status,
+                                                       code) -> None:
+    slides_dir = Path(embedded.env["RESTORE_DATA_DIR"]) / "slides"
+    before = set(slides_dir.iterdir())
+    response = upload(client, make(tmp_path))
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code and response.json()["message"]
+    assert set(slides_dir.iterdir()) == before
+
+
+def test_truncated_slide_is_refused(client, tmp_path: Path, pyramid_tiff: Path) -> None:
+    data = pyramid_tiff.read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    response = upload(client, tmp_path / "cut.tif")
+    assert response.status_code == 422 and "truncated" in response.json()["message"]
+
+
+def test_upload_without_file_field(client: httpx.Client) -> None:
+    response = client.post("/v1/slides", files={"other": ("x.png", b"123")})
+    assert response.status_code == 422 and "'file'" in response.json()["message"]
+
+
+def test_huge_thumbnail_request_is_refused(client: httpx.Client, slide: dict) -> None:
+    response = client.get(slide["thumbnail_url"], params={"max_px": 40000})
+    assert response.status_code == 413
+
+
+def test_models_are_listed(client: httpx.Client) -> None:
+    names = {m["name"] for m in client.get("/v1/models").json()}
+    assert {"identity", "blur3x3", "nearest-x2"} <= names
+
+
+@pytest.mark.parametrize(("body", "status", "text"), [
+    ({"model": "deblur-nothing"}, 422, "not installed"),
+    ({"model": "identity", "region": [1000, 1000, 900, 10]}, 422, "outside the slide"),
+    ({"model": "identity", "tile_px": 100, "overlap_px": 80}, 422, "overlap_px"),
+])
+def test_bad_job_requests(client: httpx.Client, slide: dict, body, status, text) -> None:
+    response = client.post("/v1/jobs", json={"slide_id": slide["id"], **body})
+    assert response.status_code == status and text in response.json()["message"]
+
+
+def test_unknown_ids_are_404(client: httpx.Client) -> None:
+    assert client.get("/v1/jobs/nope").status_code == 404
+    assert client.post("/v1/jobs", json={"slide_id": "nope", "model": "identity"}).status_code == 404
+
+
+def test_identity_job_output_equals_input_exactly(embedded: Server, client, slide,
+                                                  pyramid_tiff: Path) -> None:
+    created = client.post("/v1/jobs", json={"slide_id": slide["id"], "model": "identity"})
+    assert created.status_code == 202
+    job = wait_for_job(client, created.json()["id"])
+    assert job["state"] == "completed", job["error"]
+    assert job["progress"]["tiles_done"] == job["progress"]["tiles_total"] > 0
+    assert job["provider"] == "CPUExecutionProvider" and len(job["model_sha256"]) == 64
+    assert {"plan_s", "regions_s", "finalize_s"} <= set(job["timings"])
+    levels = read_output(embedded, job)
+    assert np.array_equal(levels[0], openslide_pixels(pyramid_tiff))
+    assert [lvl.shape[:2] for lvl in levels] == [(1200, 1500), (600, 750), (300, 375), (150, 188)]
+    attrs = client.get(job["output_url"] + "/.zattrs").json()
+    assert attrs["restoration"]["provider"] == "CPUExecutionProvider"
+    assert attrs["restoration"]["model_sha256"] == job["model_sha256"]
+    cors = client.get(job["output_url"] + "/.zattrs", headers={"Origin": "http://viewer.lan"})
+    assert cors.headers["access-control-allow-origin"] == "*"
+
+
+def test_convolution_job_equals_whole_image_convolution(embedded: Server, client, slide,
+                                                        pyramid_tiff: Path) -> None:
+    body = {"slide_id": slide["id"], "model": "blur3x3", "skip_background": False,
+            "tile_px": 192, "overlap_px": 24}
+    job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"])
+    assert job["state"] == "completed", job["error"]
+    out = read_output(embedded, job)[0].astype(float)
+    reference = whole_image_blur(openslide_pixels(pyramid_tiff))
+    assert np.abs(out - reference)[1:-1, 1:-1].max() <= 1
+
+
+def test_region_and_x2_model(embedded: Server, client, slide, pyramid_tiff: Path) -> None:
+    body = {"slide_id": slide["id"], "model": "nearest-x2", "region": [300, 200, 700, 500],
+            "skip_background": False}
+    job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"])
+    assert job["state"] == "completed", job["error"]
+    out = read_output(embedded, job)[0]
+    crop = openslide_pixels(pyramid_tiff, (300, 200, 700, 500))
+    assert np.array_equal(out, crop.repeat(2, axis=0).repeat(2, axis=1))
+    attrs = client.get(job["output_url"] + "/.zattrs").json()
+    scale = attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
+    assert scale == pytest.approx([1.0, 0.25, 0.25])
+
+
+def test_dzi_of_input_and_output(client: httpx.Client, slide: dict) -> None:
+    job = client.get("/v1/jobs").json()
+    done = next(j for j in job if j["state"] == "completed")
+    assert 'Width="' in client.get(done["dzi_url"]).text
+    for url in (done["dzi_url"].replace(".dzi", "_files/11/1_1.jpeg"),
+                slide["dzi_url"].replace(".dzi", "_files/11/1_1.jpeg"),
+                slide["dzi_url"].replace(".dzi", "_files/3/0_0.jpeg")):
+        response = client.get(url)
+        assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    assert client.get(slide["dzi_url"].replace(".dzi", "_files/11/99_99.jpeg")).status_code == 404
+
+
+def test_cancel_stops_a_running_job(client: httpx.Client, slide: dict, embedded: Server) -> None:
+    body = {"slide_id": slide["id"], "model": "blur3x3", "tile_px": 32, "overlap_px": 8,
+            "skip_background": False}
+    job = client.post("/v1/jobs", json=body).json()
+    wait_for_job(client, job["id"], states=("running",))
+    cancelled = client.delete(f"/v1/jobs/{job['id']}")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 409
+    assert client.get(f"/v1/jobs/{job['id']}/output.dzi").status_code == 409
+    import time
+
+    time.sleep(3)
+    after = client.get(f"/v1/jobs/{job['id']}").json()
+    assert after["state"] == "cancelled"
+    assert after["progress"]["regions_done"] < after["progress"]["regions_total"]
+    job_dir = Path(embedded.env["RESTORE_DATA_DIR"]) / "jobs" / job["id"]
+    assert not (job_dir / "output.zarr").exists()
+    assert not (job_dir / "output.partial.zarr").exists()
+
+
+def test_real_svs_slide(embedded: Server, client: httpx.Client, small_svs: Path) -> None:
+    slide = upload(client, small_svs).json()
+    assert slide["vendor"] == "aperio" and slide["mpp_x"] == pytest.approx(0.499)
+    body = {"slide_id": slide["id"], "model": "identity", "region": [500, 700, 1100, 900]}
+    job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"])
+    assert job["state"] == "completed", job["error"]
+    assert np.array_equal(read_output(embedded, job)[0],
+                          openslide_pixels(small_svs, (500, 700, 1100, 900)))

@@ -1,0 +1,103 @@
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from tests.fixtures import tissue_image
+from workers.engine.archives import unpack_slide_zip
+from workers.engine.readers import ReaderLimits, open_slide
+from workers.errors import InvalidInput, TooLarge, UnsupportedFormat
+from workers.sandbox import inspect_upload
+
+
+def test_pyramidal_tiff_opens_with_openslide(pyramid_tiff: Path) -> None:
+    reader = open_slide(pyramid_tiff)
+    info = reader.info
+    assert (info.width, info.height, info.level_count) == (1500, 1200, 3)
+    assert info.reader == "openslide" and info.mpp_x == pytest.approx(0.5)
+    assert reader.read_region((100, 100), 1, (64, 32)).shape == (32, 64, 3)
+
+
+def test_real_svs_reports_vendor_and_mpp(small_svs: Path) -> None:
+    info = open_slide(small_svs).info
+    assert info.vendor == "aperio" and info.mpp_x == pytest.approx(0.499)
+    assert (info.width, info.height) == (2220, 2967)
+
+
+def test_ome_tiff_opens_with_tifffile(tmp_path: Path) -> None:
+    image = tissue_image(300, 400)
+    path = tmp_path / "x.ome.tif"
+    tifffile.imwrite(path, image, ome=True, photometric="rgb", tile=(128, 128),
+                     metadata={"axes": "YXS", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25})
+    reader = open_slide(path)
+    assert reader.info.reader == "tifffile" and reader.info.vendor == "ome-tiff"
+    assert reader.info.mpp_x == pytest.approx(0.25)
+    assert np.array_equal(reader.read_region((10, 20), 0, (50, 40)), image[20:60, 10:60])
+
+
+def test_sixteen_bit_single_channel_tiff_becomes_rgb(tmp_path: Path) -> None:
+    image = (np.arange(200 * 100, dtype=np.uint16).reshape(100, 200) % 4000)
+    tifffile.imwrite(tmp_path / "g.tif", image)
+    region = open_slide(tmp_path / "g.tif").read_region((0, 0), 0, (200, 100))
+    assert region.shape == (100, 200, 3) and region.dtype == np.uint8 and region.max() >= 250
+
+
+def test_png_opens_with_pillow(tmp_path: Path) -> None:
+    image = tissue_image(120, 160)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    reader = open_slide(tmp_path / "x.png")
+    assert reader.info.reader == "pillow"
+    assert np.array_equal(reader.read_region((0, 0), 0, (160, 120)), image)
+
+
+def test_unsupported_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a slide")
+    with pytest.raises(UnsupportedFormat):
+        open_slide(tmp_path / "notes.txt")
+
+
+def test_truncated_tiff_is_refused_by_the_inspection(pyramid_tiff: Path, tmp_path: Path) -> None:
+    data = pyramid_tiff.read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    with pytest.raises((InvalidInput, UnsupportedFormat)):
+        inspect_upload(str(tmp_path / "cut.tif"), str(tmp_path), (2**32, 10**8))
+
+
+def huge_declared_tiff(path: Path) -> Path:
+    """A tiny file whose header declares 70000 x 70000 pixels."""
+    tifffile.imwrite(path, np.zeros((8, 8, 3), np.uint8), photometric="rgb")
+    with tifffile.TiffFile(path) as tif:
+        offsets = [tif.pages[0].tags[name].valueoffset for name in ("ImageWidth", "ImageLength")]
+    with path.open("r+b") as handle:
+        for offset in offsets:
+            handle.seek(offset)
+            handle.write(struct.pack("<I", 70000))
+    return path
+
+
+def test_slide_declaring_too_many_pixels_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TooLarge, match="70000 x 70000"):
+        open_slide(huge_declared_tiff(tmp_path / "huge.tif"))
+
+
+def test_plain_image_limit(tmp_path: Path) -> None:
+    Image.new("RGB", (300, 300)).save(tmp_path / "x.png")
+    with pytest.raises(TooLarge):
+        open_slide(tmp_path / "x.png", ReaderLimits(max_plain_image_pixels=10_000))
+
+
+def test_mrxs_style_zip_is_unpacked_safely(tmp_path: Path, pyramid_tiff: Path) -> None:
+    archive = tmp_path / "slide.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.write(pyramid_tiff, "case/slide.tif")
+    found = unpack_slide_zip(archive, tmp_path / "out", max_bytes=10**8)
+    assert found.name == "slide.tif" and open_slide(found).info.width == 1500
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as bundle:
+        bundle.writestr("../../escape.mrxs", b"x")
+    with pytest.raises(InvalidInput, match="escapes"):
+        unpack_slide_zip(evil, tmp_path / "out2", max_bytes=10**8)
