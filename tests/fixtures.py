@@ -40,8 +40,16 @@ def identity_model(root: Path, name: str = "identity", tile_px: int = 128) -> Pa
     """A model whose output is its input."""
     x, y = _io()
     graph = helper.make_graph([helper.make_node("Identity", ["image"], ["output"])], name, [x], [y])
-    return _save(graph, root / name, name=name, version="test", task="identity",
-                 output_names=["output"], tile_px=tile_px, halo_px=0)
+    return _save(
+        graph,
+        root / name,
+        name=name,
+        version="test",
+        task="identity",
+        output_names=["output"],
+        tile_px=tile_px,
+        halo_px=0,
+    )
 
 
 def blur_model(root: Path, name: str = "blur3x3", tile_px: int = 128) -> Path:
@@ -50,8 +58,16 @@ def blur_model(root: Path, name: str = "blur3x3", tile_px: int = 128) -> Path:
     weights = np.repeat(BLUR_KERNEL[None, None], 3, axis=0)
     conv = helper.make_node("Conv", ["image", "w"], ["output"], group=3, pads=[1, 1, 1, 1])
     graph = helper.make_graph([conv], name, [x], [y], [numpy_helper.from_array(weights, "w")])
-    return _save(graph, root / name, name=name, version="test", task="convolution",
-                 output_names=["output"], tile_px=tile_px, halo_px=4)
+    return _save(
+        graph,
+        root / name,
+        name=name,
+        version="test",
+        task="convolution",
+        output_names=["output"],
+        tile_px=tile_px,
+        halo_px=4,
+    )
 
 
 def upscale_model(root: Path, name: str = "nearest-x2", tile_px: int = 128) -> Path:
@@ -60,8 +76,17 @@ def upscale_model(root: Path, name: str = "nearest-x2", tile_px: int = 128) -> P
     scales = numpy_helper.from_array(np.array([1, 1, 2, 2], dtype=np.float32), "scales")
     node = helper.make_node("Resize", ["image", "", "scales"], ["output"], mode="nearest")
     graph = helper.make_graph([node], name, [x], [y], [scales])
-    return _save(graph, root / name, name=name, version="test", task="super-resolution",
-                 output_names=["output"], scale=2, tile_px=tile_px, halo_px=2)
+    return _save(
+        graph,
+        root / name,
+        name=name,
+        version="test",
+        task="super-resolution",
+        output_names=["output"],
+        scale=2,
+        tile_px=tile_px,
+        halo_px=2,
+    )
 
 
 def tissue_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -85,7 +110,14 @@ def write_pyramid_tiff(path: Path, image: np.ndarray, mpp: float = 0.5, levels: 
     with tifffile.TiffWriter(path) as tif:
         for level in range(levels):
             data = image[:: 2**level, :: 2**level]
-            tif.write(data, tile=(256, 256), photometric="rgb", compression="jpeg",
-                      compressionargs={"level": 95}, resolution=resolution,
-                      resolutionunit="CENTIMETER", subfiletype=1 if level else 0)
+            tif.write(
+                data,
+                tile=(256, 256),
+                photometric="rgb",
+                compression="jpeg",
+                compressionargs={"level": 95},
+                resolution=resolution,
+                resolutionunit="CENTIMETER",
+                subfiletype=1 if level else 0,
+            )
     return path

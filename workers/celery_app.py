@@ -19,6 +19,7 @@ def broker_options(settings: Settings) -> dict[str, object]:
             "data_folder_out": str(queue),
             "processed_folder": str(processed),
             "store_processed": False,
+            "polling_interval": 0.1,
         }
     return {"visibility_timeout": settings.broker_visibility_timeout_s}
 

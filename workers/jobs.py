@@ -105,27 +105,56 @@ def run_region(store: Store, settings: Settings, job_id: str, region_index: int)
     return len(store.done_regions(job_id)) == len(grid.regions)
 
 
-def finish(store: Store, settings: Settings, job_id: str) -> bool:
-    """Build the pyramid and publish the output; False when another task already did."""
+def ready_to_finish(store: Store, job_id: str) -> bool:
+    """Whether a running job has all its regions written."""
+    job = store.get_job(job_id)
+    return job["state"] == "running" and 0 < job["regions_total"] == job["regions_done"]
+
+
+def finish(store: Store, settings: Settings, job_id: str, takeover: bool = False) -> bool:
+    """Build the pyramid and publish the output; False when another task already does.
+
+    ``takeover`` resumes a finish whose worker died; without it, only a claim older than the
+    task time limit is taken over.
+    """
     job = store.get_job(job_id)
     stale = time.time() - job["timings"].get("finalize_claimed_at", 0) > settings.task_time_limit_s
     claimed = store.transition(job_id, ("running",), "finalizing")
-    if not claimed and not (job["state"] == "finalizing" and stale):
+    if not claimed and not (job["state"] == "finalizing" and (stale or takeover)):
         return False
     store.merge_timings(job_id, finalize_claimed_at=time.time())
     started = time.perf_counter()
-    slide = store.get_slide(job["slide_id"])
-    params = job["params"]
-    info = slide["info"]
-    scale = params["scale"]
-    mpp = (
+    job, slide = store.get_job(job_id), store.get_slide(job["slide_id"])
+    paths = job_paths(settings, job_id)
+    if paths.partial.exists():
+        pipeline.finish_output(
+            paths.partial,
+            paths.output,
+            f"{slide['filename']} ({job['model']})",
+            _output_mpp(slide["info"], job["params"]["scale"]),
+            _provenance(job, slide),
+            job["params"]["chunk_px"],
+        )
+    elif not paths.output.exists():
+        raise RuntimeError(f"job {job_id}: neither a partial nor a finished output exists")
+    region_seconds = sum(store.region_seconds(job_id))
+    store.merge_timings(job_id, finalize_s=time.perf_counter() - started, regions_s=region_seconds)
+    store.transition(job_id, ("finalizing",), "completed", finished_at=time.time())
+    return True
+
+
+def _output_mpp(info: dict[str, Any], scale: int) -> tuple[float | None, float | None]:
+    """Microns per output pixel: the slide's, divided by the model's scale."""
+    return (
         info["mpp_x"] / scale if info["mpp_x"] else None,
         info["mpp_y"] / scale if info["mpp_y"] else None,
     )
-    paths = job_paths(settings, job_id)
-    job = store.get_job(job_id)
-    provenance = {
-        "job_id": job_id,
+
+
+def _provenance(job: dict[str, Any], slide: dict[str, Any]) -> dict[str, Any]:
+    """What the output records about how it was made."""
+    return {
+        "job_id": job["id"],
         "software": SOFTWARE,
         "model": job["model"],
         "model_sha256": job["model_sha256"],
@@ -133,22 +162,19 @@ def finish(store: Store, settings: Settings, job_id: str) -> bool:
         "source": {
             "filename": slide["filename"],
             "sha256": slide["sha256"],
-            "area": params["area"],
+            "area": job["params"]["area"],
         },
-        "params": params,
+        "params": job["params"],
     }
-    pipeline.finish_output(
-        paths.partial,
-        paths.output,
-        f"{slide['filename']} ({job['model']})",
-        mpp,
-        provenance,
-        params["chunk_px"],
-    )
-    region_seconds = sum(store.region_seconds(job_id))
-    store.merge_timings(job_id, finalize_s=time.perf_counter() - started, regions_s=region_seconds)
-    store.transition(job_id, ("finalizing",), "completed", finished_at=time.time())
-    return True
+
+
+def unfinished_jobs(store: Store) -> list[tuple[str, str]]:
+    """(job id, state) of every job that was queued, running or finalizing."""
+    return [
+        (job["id"], job["state"])
+        for job in store.list_jobs(limit=10_000)
+        if job["state"] in ACTIVE_STATES
+    ]
 
 
 def fail(store: Store, settings: Settings, job_id: str, message: str) -> None:

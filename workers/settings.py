@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         default=True, description="`serve` also starts a Celery worker subprocess"
     )
     worker_concurrency: int = Field(default=1, ge=1)
+    resume_jobs_on_worker_start: bool = Field(
+        default=True,
+        description="a starting worker requeues unfinished jobs (needed with the filesystem "
+        "broker, which cannot redeliver a killed worker's tasks; Redis redelivers by itself)",
+    )
     ort_threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads; 0=auto")
     ort_providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],

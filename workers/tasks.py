@@ -57,6 +57,18 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
 
     store().worker_heartbeat(hostname, provider)
     threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+    if get_settings().resume_jobs_on_worker_start:
+        resume_unfinished()
+
+
+def resume_unfinished() -> None:
+    """Requeue the next step of every unfinished job; duplicates are harmless (idempotent)."""
+    for job_id, state in jobs.unfinished_jobs(store()):
+        log.info("resuming %s job %s", state, job_id)
+        if state == "finalizing":
+            finish_job.delay(job_id, takeover=True)
+        else:
+            start_job.delay(job_id)
 
 
 class JobTask(Task):  # type: ignore[misc]
@@ -71,8 +83,11 @@ class JobTask(Task):  # type: ignore[misc]
 @app.task(name="restore.start_job", base=JobTask, bind=True)
 def start_job(self: Task, job_id: str) -> None:
     """Plan the job and queue one task per region still to do."""
-    for region_index in jobs.start(store(), get_settings(), job_id):
+    todo = jobs.start(store(), get_settings(), job_id)
+    for region_index in todo:
         restore_region.delay(job_id, region_index)
+    if not todo and jobs.ready_to_finish(store(), job_id):
+        finish_job.delay(job_id)
 
 
 @app.task(name="restore.region", base=JobTask, bind=True)
@@ -83,6 +98,6 @@ def restore_region(self: Task, job_id: str, region_index: int) -> None:
 
 
 @app.task(name="restore.finish", base=JobTask, bind=True)
-def finish_job(self: Task, job_id: str) -> None:
+def finish_job(self: Task, job_id: str, takeover: bool = False) -> None:
     """Build the pyramid and publish the output."""
-    jobs.finish(store(), get_settings(), job_id)
+    jobs.finish(store(), get_settings(), job_id, takeover)

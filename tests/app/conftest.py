@@ -13,9 +13,11 @@ from tests.app.server import Server
 def embedded(tmp_path_factory: pytest.TempPathFactory, test_models: Path) -> Iterator[Server]:
     """The server as a user starts it: embedded worker, filesystem broker, SQLite."""
     data = tmp_path_factory.mktemp("embedded")
-    env = {"RESTORE_DATA_DIR": str(data / "var"),
-           "RESTORE_MODELS_DIRS": f'["{test_models}"]',
-           "RESTORE_REGION_PX": "512"}
+    env = {
+        "RESTORE_DATA_DIR": str(data / "var"),
+        "RESTORE_MODELS_DIRS": f'["{test_models}"]',
+        "RESTORE_REGION_PX": "512",
+    }
     server = Server(env, data / "server.log").start()
     yield server
     server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -33,15 +34,21 @@ class Server:
 
     def start(self, wait_for_worker: bool = True) -> Server:
         command = [sys.executable, "-m", "app", "--port", str(self.port), *self.args]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env,
-                                        stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.time() + 90
         while time.time() < deadline:
             try:
                 response = httpx.get(f"{self.url}/health", timeout=2)
-                if response.status_code == 200 or (not wait_for_worker and response.is_error
-                                                   and response.status_code == 503):
+                if response.status_code == 200 or (
+                    not wait_for_worker and response.is_error and response.status_code == 503
+                ):
                     return self
             except httpx.HTTPError:
                 pass
@@ -49,6 +56,12 @@ class Server:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
             time.sleep(0.5)
         raise RuntimeError(f"server did not become healthy: {self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the server and its worker at once, as a power cut would."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -61,15 +74,34 @@ class Server:
 
 
 def start_worker(env: dict[str, str], log: Path, concurrency: int = 2) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-               "--loglevel=INFO", f"--concurrency={concurrency}", "-P", "prefork",
-               f"--hostname=test{free_port()}@%h"]
-    return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env},
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "--loglevel=INFO",
+        f"--concurrency={concurrency}",
+        "-P",
+        "prefork",
+        f"--hostname=test{free_port()}@%h",
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
-def wait_for_job(client: httpx.Client, job_id: str, states: tuple[str, ...] = (
-        "completed", "failed", "cancelled"), timeout_s: float = 180) -> dict:
+def wait_for_job(
+    client: httpx.Client,
+    job_id: str,
+    states: tuple[str, ...] = ("completed", "failed", "cancelled"),
+    timeout_s: float = 180,
+) -> dict:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         job = client.get(f"/v1/jobs/{job_id}").json()

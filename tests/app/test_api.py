@@ -56,15 +56,25 @@ def test_upload_describes_the_slide(client: httpx.Client, slide: dict, pyramid_t
     assert max(Image.open(__import__("io").BytesIO(small.content)).size) == 100
 
 
-@pytest.mark.parametrize(("make", "status", "code"), [
-    (lambda d: (d / "notes.txt").write_text("hello") and d / "notes.txt", 415,
-     "unsupported_format"),
-    (lambda d: huge_declared_tiff(d / "huge.tif"), 413, "too_large"),
-    (lambda d: (d / "empty.svs").write_bytes(b"") is not None and d / "empty.svs", 422,
-     "invalid_input"),
-])
-def test_bad_uploads_get_a_clear_4xx_and_leave_nothing(client, embedded, tmp_path, make, status,
-                                                       code) -> None:
+@pytest.mark.parametrize(
+    ("make", "status", "code"),
+    [
+        (
+            lambda d: (d / "notes.txt").write_text("hello") and d / "notes.txt",
+            415,
+            "unsupported_format",
+        ),
+        (lambda d: huge_declared_tiff(d / "huge.tif"), 413, "too_large"),
+        (
+            lambda d: (d / "empty.svs").write_bytes(b"") is not None and d / "empty.svs",
+            422,
+            "invalid_input",
+        ),
+    ],
+)
+def test_bad_uploads_get_a_clear_4xx_and_leave_nothing(
+    client, embedded, tmp_path, make, status, code
+) -> None:
     slides_dir = Path(embedded.env["RESTORE_DATA_DIR"]) / "slides"
     before = set(slides_dir.iterdir())
     response = upload(client, make(tmp_path))
@@ -95,11 +105,14 @@ def test_models_are_listed(client: httpx.Client) -> None:
     assert {"identity", "blur3x3", "nearest-x2"} <= names
 
 
-@pytest.mark.parametrize(("body", "status", "text"), [
-    ({"model": "deblur-nothing"}, 422, "not installed"),
-    ({"model": "identity", "region": [1000, 1000, 900, 10]}, 422, "outside the slide"),
-    ({"model": "identity", "tile_px": 100, "overlap_px": 80}, 422, "overlap_px"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "text"),
+    [
+        ({"model": "deblur-nothing"}, 422, "not installed"),
+        ({"model": "identity", "region": [1000, 1000, 900, 10]}, 422, "outside the slide"),
+        ({"model": "identity", "tile_px": 100, "overlap_px": 80}, 422, "overlap_px"),
+    ],
+)
 def test_bad_job_requests(client: httpx.Client, slide: dict, body, status, text) -> None:
     response = client.post("/v1/jobs", json={"slide_id": slide["id"], **body})
     assert response.status_code == status and text in response.json()["message"]
@@ -107,11 +120,14 @@ def test_bad_job_requests(client: httpx.Client, slide: dict, body, status, text)
 
 def test_unknown_ids_are_404(client: httpx.Client) -> None:
     assert client.get("/v1/jobs/nope").status_code == 404
-    assert client.post("/v1/jobs", json={"slide_id": "nope", "model": "identity"}).status_code == 404
+    assert (
+        client.post("/v1/jobs", json={"slide_id": "nope", "model": "identity"}).status_code == 404
+    )
 
 
-def test_identity_job_output_equals_input_exactly(embedded: Server, client, slide,
-                                                  pyramid_tiff: Path) -> None:
+def test_identity_job_output_equals_input_exactly(
+    embedded: Server, client, slide, pyramid_tiff: Path
+) -> None:
     created = client.post("/v1/jobs", json={"slide_id": slide["id"], "model": "identity"})
     assert created.status_code == 202
     job = wait_for_job(client, created.json()["id"])
@@ -129,10 +145,16 @@ def test_identity_job_output_equals_input_exactly(embedded: Server, client, slid
     assert cors.headers["access-control-allow-origin"] == "*"
 
 
-def test_convolution_job_equals_whole_image_convolution(embedded: Server, client, slide,
-                                                        pyramid_tiff: Path) -> None:
-    body = {"slide_id": slide["id"], "model": "blur3x3", "skip_background": False,
-            "tile_px": 192, "overlap_px": 24}
+def test_convolution_job_equals_whole_image_convolution(
+    embedded: Server, client, slide, pyramid_tiff: Path
+) -> None:
+    body = {
+        "slide_id": slide["id"],
+        "model": "blur3x3",
+        "skip_background": False,
+        "tile_px": 192,
+        "overlap_px": 24,
+    }
     job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"])
     assert job["state"] == "completed", job["error"]
     out = read_output(embedded, job)[0].astype(float)
@@ -141,8 +163,12 @@ def test_convolution_job_equals_whole_image_convolution(embedded: Server, client
 
 
 def test_region_and_x2_model(embedded: Server, client, slide, pyramid_tiff: Path) -> None:
-    body = {"slide_id": slide["id"], "model": "nearest-x2", "region": [300, 200, 700, 500],
-            "skip_background": False}
+    body = {
+        "slide_id": slide["id"],
+        "model": "nearest-x2",
+        "region": [300, 200, 700, 500],
+        "skip_background": False,
+    }
     job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"])
     assert job["state"] == "completed", job["error"]
     out = read_output(embedded, job)[0]
@@ -157,17 +183,24 @@ def test_dzi_of_input_and_output(client: httpx.Client, slide: dict) -> None:
     job = client.get("/v1/jobs").json()
     done = next(j for j in job if j["state"] == "completed")
     assert 'Width="' in client.get(done["dzi_url"]).text
-    for url in (done["dzi_url"].replace(".dzi", "_files/11/1_1.jpeg"),
-                slide["dzi_url"].replace(".dzi", "_files/11/1_1.jpeg"),
-                slide["dzi_url"].replace(".dzi", "_files/3/0_0.jpeg")):
+    for url in (
+        done["dzi_url"].replace(".dzi", "_files/11/1_1.jpeg"),
+        slide["dzi_url"].replace(".dzi", "_files/11/1_1.jpeg"),
+        slide["dzi_url"].replace(".dzi", "_files/3/0_0.jpeg"),
+    ):
         response = client.get(url)
         assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
     assert client.get(slide["dzi_url"].replace(".dzi", "_files/11/99_99.jpeg")).status_code == 404
 
 
 def test_cancel_stops_a_running_job(client: httpx.Client, slide: dict, embedded: Server) -> None:
-    body = {"slide_id": slide["id"], "model": "blur3x3", "tile_px": 32, "overlap_px": 8,
-            "skip_background": False}
+    body = {
+        "slide_id": slide["id"],
+        "model": "blur3x3",
+        "tile_px": 32,
+        "overlap_px": 8,
+        "skip_background": False,
+    }
     job = client.post("/v1/jobs", json=body).json()
     wait_for_job(client, job["id"], states=("running",))
     cancelled = client.delete(f"/v1/jobs/{job['id']}")
@@ -191,5 +224,6 @@ def test_real_svs_slide(embedded: Server, client: httpx.Client, small_svs: Path)
     body = {"slide_id": slide["id"], "model": "identity", "region": [500, 700, 1100, 900]}
     job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"])
     assert job["state"] == "completed", job["error"]
-    assert np.array_equal(read_output(embedded, job)[0],
-                          openslide_pixels(small_svs, (500, 700, 1100, 900)))
+    assert np.array_equal(
+        read_output(embedded, job)[0], openslide_pixels(small_svs, (500, 700, 1100, 900))
+    )

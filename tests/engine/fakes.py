@@ -40,10 +40,12 @@ class Blur:
     scale = 1
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return np.stack([
-            np.stack([ndimage.convolve(c, BLUR_KERNEL, mode="constant") for c in tile])
-            for tile in batch
-        ])
+        return np.stack(
+            [
+                np.stack([ndimage.convolve(c, BLUR_KERNEL, mode="constant") for c in tile])
+                for tile in batch
+            ]
+        )
 
 
 class NearestX2:

@@ -44,7 +44,11 @@ def test_output_validates_and_opens_level_by_level_with_an_independent_reader(
     node = next(iter(Reader(parse_url(str(store)))()))
     levels = node.data
     assert [tuple(level.shape) for level in levels] == [
-        (3, 1100, 1300), (3, 550, 650), (3, 275, 325), (3, 138, 163)]
+        (3, 1100, 1300),
+        (3, 550, 650),
+        (3, 275, 325),
+        (3, 138, 163),
+    ]
     assert np.array_equal(np.moveaxis(np.asarray(levels[0]), 0, 2), image)
     scales = [t[0]["scale"] for t in node.metadata["coordinateTransformations"]]
     assert scales[0] == pytest.approx([1.0, 0.3, 0.25])
@@ -64,7 +68,7 @@ def test_dzi_tiles_come_from_the_pyramid(tmp_path: Path) -> None:
     top = dzi.render_tile(reader, zoom, 10, 1, 0)
     assert np.array_equal(top, image[0:255, 253:509])
     assert dzi.render_tile(reader, zoom, 0, 0, 0).shape == (1, 1, 3)
-    assert "TileSize=\"254\"" in zoom.xml()
+    assert 'TileSize="254"' in zoom.xml()
     with pytest.raises(Exception, match="no tile"):
         dzi.render_tile(reader, zoom, 10, 9, 9)
 

@@ -38,10 +38,10 @@ def test_tiled_convolution_equals_whole_image_convolution(tmp_path: Path, noise_
 
 
 @pytest.mark.parametrize(("halo_px", "exact"), [(0, False), (4, True)])
-def test_halo_hides_tile_edges_even_without_overlap(tmp_path: Path, noise_image, halo_px,
-                                                     exact) -> None:
-    grid = TileGrid(Box(0, 0, 900, 700), tile_px=128, overlap_px=0, halo_px=halo_px,
-                    region_px=256)
+def test_halo_hides_tile_edges_even_without_overlap(
+    tmp_path: Path, noise_image, halo_px, exact
+) -> None:
+    grid = TileGrid(Box(0, 0, 900, 700), tile_px=128, overlap_px=0, halo_px=halo_px, region_px=256)
     out = run_all_regions(ArrayReader(noise_image), Blur(), grid, tmp_path / "o.zarr")
     error = np.abs(out.astype(float) - whole_image_blur(noise_image))[1:-1, 1:-1].max()
     assert (error <= 1) == exact
@@ -81,8 +81,14 @@ def test_cancellation_stops_between_batches(tmp_path: Path, noise_image) -> None
     grid = TileGrid(Box(0, 0, 900, 700), tile_px=128, overlap_px=32, halo_px=0, region_px=512)
     omezarr.create_store(tmp_path / "o.zarr", 900, 700, 128)
     with pytest.raises(pipeline.JobCancelled):
-        pipeline.restore_region(ArrayReader(noise_image), Identity(), grid, 0,
-                                tmp_path / "o.zarr", should_stop=lambda: True)
+        pipeline.restore_region(
+            ArrayReader(noise_image),
+            Identity(),
+            grid,
+            0,
+            tmp_path / "o.zarr",
+            should_stop=lambda: True,
+        )
 
 
 def test_read_padded_mirrors_outside_the_slide(noise_image) -> None:

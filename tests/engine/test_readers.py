@@ -31,8 +31,14 @@ def test_real_svs_reports_vendor_and_mpp(small_svs: Path) -> None:
 def test_ome_tiff_opens_with_tifffile(tmp_path: Path) -> None:
     image = tissue_image(300, 400)
     path = tmp_path / "x.ome.tif"
-    tifffile.imwrite(path, image, ome=True, photometric="rgb", tile=(128, 128),
-                     metadata={"axes": "YXS", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25})
+    tifffile.imwrite(
+        path,
+        image,
+        ome=True,
+        photometric="rgb",
+        tile=(128, 128),
+        metadata={"axes": "YXS", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25},
+    )
     reader = open_slide(path)
     assert reader.info.reader == "tifffile" and reader.info.vendor == "ome-tiff"
     assert reader.info.mpp_x == pytest.approx(0.25)
@@ -40,7 +46,7 @@ def test_ome_tiff_opens_with_tifffile(tmp_path: Path) -> None:
 
 
 def test_sixteen_bit_single_channel_tiff_becomes_rgb(tmp_path: Path) -> None:
-    image = (np.arange(200 * 100, dtype=np.uint16).reshape(100, 200) % 4000)
+    image = np.arange(200 * 100, dtype=np.uint16).reshape(100, 200) % 4000
     tifffile.imwrite(tmp_path / "g.tif", image)
     region = open_slide(tmp_path / "g.tif").read_region((0, 0), 0, (200, 100))
     assert region.shape == (100, 200, 3) and region.dtype == np.uint8 and region.max() >= 250
