@@ -12,13 +12,15 @@ def broker_options(settings: Settings) -> dict[str, object]:
     if settings.broker_url.startswith("filesystem"):
         queue = settings.broker_dir.resolve() / "queue"
         processed = settings.broker_dir.resolve() / "processed"
-        for folder in (queue, processed):
+        control = settings.broker_dir.resolve() / "control"
+        for folder in (queue, processed, control):
             folder.mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(queue),
             "data_folder_out": str(queue),
             "processed_folder": str(processed),
             "store_processed": False,
+            "control_folder": str(control),
             "polling_interval": 0.1,
         }
     return {"visibility_timeout": settings.broker_visibility_timeout_s}

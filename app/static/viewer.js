@@ -50,17 +50,21 @@ async function showJob(jobId) {
   output.addTiledImage({ tileSource: job.dzi_url, x: 0, y: 0, width: 1 });
   document.getElementById("output-label").textContent = `output (${job.model})`;
   let opened = 0;
-  const ready = () => {
-    opened += 1;
-    if (opened === 2) {
+  let loaded = 0;
+  const drawn = (event) => {
+    if (event.fullyLoaded && ++loaded === 2) document.body.dataset.ready = "true";
+  };
+  const ready = (event) => {
+    event.item.addOnceHandler("fully-loaded-change", drawn);
+    if (++opened === 2) {
       output.viewport.goHome(true);
       input.viewport.fitBounds(output.viewport.getBounds(), true);
       synchronise(input, output);
-      document.body.dataset.ready = "true";
     }
   };
   input.world.addOnceHandler("add-item", ready);
   output.world.addOnceHandler("add-item", ready);
+  window.viewers = { input, output };
 }
 
 async function listJobs() {

@@ -4,7 +4,9 @@ import shutil
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from tests.app.server import Server, upload, wait_for_job
@@ -47,7 +49,14 @@ def test_viewer_shows_input_and_output_without_console_errors(
         assert page.locator("#input canvas").count() == 1
         assert page.locator("#output canvas").count() == 1
         page.screenshot(path=str(tmp_path / "viewer.png"))
+        centres = page.evaluate(
+            "() => ['input', 'output'].map(k => window.viewers[k].viewport.getCenter())"
+        )
         browser.close()
+    assert centres[0] == centres[1], "the two viewers are not synchronised"
+    shot = np.asarray(Image.open(tmp_path / "viewer.png").convert("L"), dtype=float)
+    left, right = shot[100:500, 50:550], shot[100:500, 650:1150]
+    assert left.mean() > 60 and right.mean() > 60, "a pane shows no image"
     assert not errors, errors
     assert any("/v1/slides/" in url for url in tiles), "no input tiles were drawn"
     assert any("/v1/jobs/" in url for url in tiles), "no output tiles were drawn"
