@@ -105,7 +105,7 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int) -> S
     if declared > max_bytes + 1_000_000:
         raise TooLarge(f"upload exceeds the limit of {max_bytes} bytes")
     sink = _FileSink(directory, max_bytes)
-    parser = MultipartParser(boundary, sink.callbacks())
+    parser = MultipartParser(boundary, sink.callbacks())  # type: ignore[arg-type]
     try:
         async for chunk in request.stream():
             await run_in_threadpool(parser.write, chunk)

@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 .venv/bin/pip install -q -e '.[worker,test,train]'
 .venv/bin/ruff check .
 .venv/bin/ruff format --check app workers tests/app tests/engine tests/workers
+.venv/bin/mypy
 .venv/bin/lint-imports
 exec .venv/bin/python -m pytest "$@"

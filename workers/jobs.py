@@ -108,7 +108,7 @@ def run_region(store: Store, settings: Settings, job_id: str, region_index: int)
 def ready_to_finish(store: Store, job_id: str) -> bool:
     """Whether a running job has all its regions written."""
     job = store.get_job(job_id)
-    return job["state"] == "running" and 0 < job["regions_total"] == job["regions_done"]
+    return bool(job["state"] == "running" and 0 < job["regions_total"] == job["regions_done"])
 
 
 def finish(store: Store, settings: Settings, job_id: str, takeover: bool = False) -> bool:

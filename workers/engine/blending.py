@@ -50,4 +50,5 @@ class Accumulator:
         if np.any(self.weight <= 0):
             raise RuntimeError("some output pixels received no tile")
         image = self.total / self.weight[..., None]
-        return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+        pixels: np.ndarray = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+        return pixels

@@ -33,7 +33,7 @@ class DeepZoom:
 
     def downsample(self, level: int) -> int:
         """Level-0 pixels per pixel of a DZI level."""
-        return 2 ** (self.level_count - 1 - level)
+        return int(2 ** (self.level_count - 1 - level))
 
     def level_size(self, level: int) -> tuple[int, int]:
         """(width, height) of a DZI level."""

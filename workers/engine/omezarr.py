@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numcodecs
 import numpy as np
@@ -35,7 +35,7 @@ def pyramid_sizes(
 
 def _create_level(
     group: zarr.Group, level: int, size: tuple[int, int], chunk_px: int
-) -> zarr.Array:
+) -> zarr.Array[Any]:
     return group.create_array(
         name=str(level),
         shape=(3, size[1], size[0]),
@@ -56,18 +56,22 @@ def create_store(path: Path, width: int, height: int, chunk_px: int) -> None:
     _create_level(group, 0, (width, height), chunk_px)
 
 
+def _level(path: Path, level: int, mode: Literal["r", "r+"] = "r") -> zarr.Array[Any]:
+    return zarr.open_array(str(path / str(level)), mode=mode, zarr_format=2)
+
+
 def write_box(path: Path, box: Box, pixels: np.ndarray, level: int = 0) -> None:
     """Write RGB pixels (rows, cols, 3) at an output box; boxes should be chunk-aligned."""
-    array = zarr.open_array(str(path / str(level)), mode="r+")
+    array = _level(path, level, "r+")
     rows, cols = box.slices()
     array[:, rows, cols] = np.moveaxis(pixels, 2, 0)
 
 
 def read_box(path: Path, box: Box, level: int = 0) -> np.ndarray:
     """RGB pixels (rows, cols, 3) of a box of one level."""
-    array = zarr.open_array(str(path / str(level)), mode="r")
     rows, cols = box.slices()
-    return np.moveaxis(np.asarray(array[:, rows, cols]), 0, 2)
+    pixels: np.ndarray = np.moveaxis(np.asarray(_level(path, level)[:, rows, cols]), 0, 2)
+    return pixels
 
 
 def downsample_2x(pixels: np.ndarray) -> np.ndarray:
@@ -75,13 +79,14 @@ def downsample_2x(pixels: np.ndarray) -> np.ndarray:
     rows, cols = pixels.shape[:2]
     padded = np.pad(pixels, ((0, rows % 2), (0, cols % 2), (0, 0)), mode="edge")
     blocks = padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2, -1)
-    return np.rint(blocks.astype(np.float32).mean(axis=(1, 3))).astype(np.uint8)
+    half: np.ndarray = np.rint(blocks.astype(np.float32).mean(axis=(1, 3))).astype(np.uint8)
+    return half
 
 
 def build_pyramid(path: Path, chunk_px: int) -> list[tuple[int, int]]:
     """Create levels 1.. from level 0, one output chunk at a time (bounded memory)."""
     group = zarr.open_group(str(path), mode="a", zarr_format=2)
-    base = group["0"]
+    base = _level(path, 0)
     sizes = pyramid_sizes(base.shape[2], base.shape[1])
     for level in range(1, len(sizes)):
         _create_level(group, level, sizes[level], chunk_px)
@@ -126,42 +131,41 @@ def write_metadata(
             }
         )
     group = zarr.open_group(str(path), mode="a", zarr_format=2)
-    group.attrs.update(
-        {
-            "multiscales": [
-                {
-                    "version": NGFF_VERSION,
-                    "name": name,
-                    "axes": [
-                        {"name": "c", "type": "channel"},
-                        {"name": "y", **spatial},
-                        {"name": "x", **spatial},
-                    ],
-                    "datasets": datasets,
-                    "type": "mean",
-                    "metadata": {"method": "2x2 block mean", "description": "NGFF 0.4"},
-                }
-            ],
-            "omero": {
-                "name": name,
+    attributes: dict[str, Any] = {
+        "multiscales": [
+            {
                 "version": NGFF_VERSION,
-                "rdefs": {"model": "color", "defaultZ": 0, "defaultT": 0},
-                "channels": [
-                    {
-                        "label": label,
-                        "color": color,
-                        "active": True,
-                        "coefficient": 1.0,
-                        "family": "linear",
-                        "inverted": False,
-                        "window": {"min": 0, "max": 255, "start": 0, "end": 255},
-                    }
-                    for label, color in zip(CHANNELS, CHANNEL_COLORS, strict=True)
+                "name": name,
+                "axes": [
+                    {"name": "c", "type": "channel"},
+                    {"name": "y", **spatial},
+                    {"name": "x", **spatial},
                 ],
-            },
-            "restoration": provenance,
-        }
-    )
+                "datasets": datasets,
+                "type": "mean",
+                "metadata": {"method": "2x2 block mean", "description": "NGFF 0.4"},
+            }
+        ],
+        "omero": {
+            "name": name,
+            "version": NGFF_VERSION,
+            "rdefs": {"model": "color", "defaultZ": 0, "defaultT": 0},
+            "channels": [
+                {
+                    "label": label,
+                    "color": color,
+                    "active": True,
+                    "coefficient": 1.0,
+                    "family": "linear",
+                    "inverted": False,
+                    "window": {"min": 0, "max": 255, "start": 0, "end": 255},
+                }
+                for label, color in zip(CHANNELS, CHANNEL_COLORS, strict=True)
+            ],
+        },
+        "restoration": provenance,
+    }
+    group.attrs.update(attributes)
 
 
 class OmeZarrReader:
@@ -169,8 +173,9 @@ class OmeZarrReader:
 
     def __init__(self, path: Path) -> None:
         group = zarr.open_group(str(path), mode="r", zarr_format=2)
-        multiscales = group.attrs["multiscales"][0]
-        self._arrays = [group[d["path"]] for d in multiscales["datasets"]]
+        attributes: dict[str, Any] = dict(group.attrs)
+        multiscales = attributes["multiscales"][0]
+        self._arrays = [_level(path, int(d["path"])) for d in multiscales["datasets"]]
         dims = [(int(a.shape[2]), int(a.shape[1])) for a in self._arrays]
         scale = multiscales["datasets"][0]["coordinateTransformations"][0]["scale"]
         has_unit = "unit" in multiscales["axes"][2]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -100,7 +100,7 @@ class OpenSlideReader:
         self.info = SlideInfo(
             width=self._slide.dimensions[0],
             height=self._slide.dimensions[1],
-            level_dimensions=[tuple(d) for d in self._slide.level_dimensions],
+            level_dimensions=[(int(w), int(h)) for w, h in self._slide.level_dimensions],
             level_downsamples=[float(d) for d in self._slide.level_downsamples],
             mpp_x=_float_or_none(props.get("openslide.mpp-x")),
             mpp_y=_float_or_none(props.get("openslide.mpp-y")),
@@ -139,8 +139,10 @@ class TiffReader:
         ]
         check_dimensions(*dims[0], limits.max_slide_pixels)
         store = series.aszarr()
-        opened = zarr.open(store, mode="r")
-        self._levels = [opened[str(i)] for i in range(len(levels))] if len(levels) > 1 else [opened]
+        opened: Any = zarr.open(store, mode="r")
+        self._levels: list[Any] = (
+            [opened[str(i)] for i in range(len(levels))] if len(levels) > 1 else [opened]
+        )
         mpp_x, mpp_y = _tiff_mpp(self._tif)
         self._max_value = self._estimate_max_value(series.dtype)
         self.info = SlideInfo(

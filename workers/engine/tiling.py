@@ -62,7 +62,7 @@ class TileGrid:
         core_w, core_h = self.core_size
         xs = axis_starts(self.area.width, core_w, self.overlap_px)
         ys = axis_starts(self.area.height, core_h, self.overlap_px)
-        tiles = []
+        tiles: list[Tile] = []
         for y in ys:
             for x in xs:
                 core = Box(self.area.x + x, self.area.y + y, core_w, core_h)

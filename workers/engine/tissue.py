@@ -44,7 +44,8 @@ def detect_tissue(thumbnail: np.ndarray) -> np.ndarray:
         return np.ones(grey.shape, dtype=bool)
     mask = signal_u8 > threshold
     mask = ndimage.binary_opening(mask, iterations=1)
-    return ndimage.binary_dilation(mask, iterations=2)
+    dilated: np.ndarray = ndimage.binary_dilation(mask, iterations=2)
+    return dilated
 
 
 @dataclass(frozen=True)
