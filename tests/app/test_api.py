@@ -1,11 +1,13 @@
 """The REST API through HTTP against the real server command (embedded worker)."""
 
+import zipfile
 from pathlib import Path
 
 import httpx
 import numpy as np
 import openslide
 import pytest
+import tifffile
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from PIL import Image
@@ -13,6 +15,7 @@ from PIL import Image
 from tests.app.server import Server, upload, wait_for_job
 from tests.engine.fakes import whole_image_blur
 from tests.engine.test_readers import huge_declared_tiff
+from tests.fixtures import tissue_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -227,3 +230,52 @@ def test_real_svs_slide(embedded: Server, client: httpx.Client, small_svs: Path)
     assert np.array_equal(
         read_output(embedded, job)[0], openslide_pixels(small_svs, (500, 700, 1100, 900))
     )
+
+
+def _png(d: Path) -> Path:
+    Image.fromarray(tissue_image(300, 400)).save(d / "field.png")
+    return d / "field.png"
+
+
+def _jpeg(d: Path) -> Path:
+    Image.fromarray(tissue_image(300, 400)).save(d / "field.jpg", quality=90)
+    return d / "field.jpg"
+
+
+def _ome_tiff(d: Path) -> Path:
+    tifffile.imwrite(
+        d / "x.ome.tif",
+        tissue_image(300, 400),
+        ome=True,
+        photometric="rgb",
+        tile=(128, 128),
+        metadata={"axes": "YXS", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25},
+    )
+    return d / "x.ome.tif"
+
+
+def _zip(d: Path, pyramid_tiff: Path) -> Path:
+    with zipfile.ZipFile(d / "case.zip", "w") as bundle:
+        bundle.write(pyramid_tiff, "case/slide.tif")
+    return d / "case.zip"
+
+
+@pytest.mark.parametrize(
+    ("make", "reader", "size"),
+    [
+        (_png, "pillow", (400, 300)),
+        (_jpeg, "pillow", (400, 300)),
+        (_ome_tiff, "tifffile", (400, 300)),
+        (_zip, "openslide", (1500, 1200)),
+    ],
+)
+def test_other_formats_upload_and_restore(
+    client, tmp_path, pyramid_tiff, make, reader, size
+) -> None:
+    path = make(tmp_path, pyramid_tiff) if make is _zip else make(tmp_path)
+    response = upload(client, path)
+    assert response.status_code == 201, response.text
+    slide = response.json()
+    assert slide["reader"] == reader and (slide["width"], slide["height"]) == size
+    job = client.post("/v1/jobs", json={"slide_id": slide["id"], "model": "identity"}).json()
+    assert wait_for_job(client, job["id"])["state"] == "completed"
