@@ -13,10 +13,9 @@ import uvicorn
 from workers.settings import get_settings
 
 
-def start_worker() -> subprocess.Popen[bytes]:
-    """A Celery worker subprocess with the same settings (environment)."""
-    settings = get_settings()
-    command = [
+def worker_command(concurrency: int, hostname: str = "embedded@%h") -> list[str]:
+    """The command line of a Celery worker for this application."""
+    return [
         sys.executable,
         "-m",
         "celery",
@@ -24,9 +23,14 @@ def start_worker() -> subprocess.Popen[bytes]:
         "workers.celery_app",
         "worker",
         "--loglevel=INFO",
-        f"--concurrency={settings.worker_concurrency}",
-        "--hostname=embedded@%h",
+        f"--concurrency={concurrency}",
+        f"--hostname={hostname}",
     ]
+
+
+def start_worker() -> subprocess.Popen[bytes]:
+    """A Celery worker subprocess with the same settings (environment)."""
+    command = worker_command(get_settings().worker_concurrency)
     return subprocess.Popen(command, env=os.environ.copy())
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from app.__main__ import worker_command
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -74,19 +76,7 @@ class Server:
 
 
 def start_worker(env: dict[str, str], log: Path, concurrency: int = 2) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.celery_app",
-        "worker",
-        "--loglevel=INFO",
-        f"--concurrency={concurrency}",
-        "-P",
-        "prefork",
-        f"--hostname=test{free_port()}@%h",
-    ]
+    command = worker_command(concurrency, f"test{free_port()}@%h")
     return subprocess.Popen(
         command,
         cwd=ROOT,
@@ -114,3 +104,13 @@ def wait_for_job(
 def upload(client: httpx.Client, path: Path, name: str | None = None) -> httpx.Response:
     with path.open("rb") as handle:
         return client.post("/v1/slides", files={"file": (name or path.name, handle)})
+
+
+SLOW_JOB = {"model": "blur3x3", "tile_px": 32, "overlap_px": 8, "skip_background": False}
+
+
+def start_slow_job(client: httpx.Client, slide_id: str, model: str = "blur3x3") -> dict:
+    """A job of many tiny tiles, running long enough to cancel or kill it midway."""
+    body = {**SLOW_JOB, "slide_id": slide_id, "model": model}
+    job = client.post("/v1/jobs", json=body).json()
+    return wait_for_job(client, job["id"], states=("running",))

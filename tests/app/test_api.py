@@ -12,7 +12,7 @@ from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from PIL import Image
 
-from tests.app.server import Server, upload, wait_for_job
+from tests.app.server import Server, start_slow_job, upload, wait_for_job
 from tests.engine.fakes import whole_image_blur
 from tests.engine.test_readers import huge_declared_tiff
 from tests.fixtures import tissue_image
@@ -197,15 +197,7 @@ def test_dzi_of_input_and_output(client: httpx.Client, slide: dict) -> None:
 
 
 def test_cancel_stops_a_running_job(client: httpx.Client, slide: dict, embedded: Server) -> None:
-    body = {
-        "slide_id": slide["id"],
-        "model": "blur3x3",
-        "tile_px": 32,
-        "overlap_px": 8,
-        "skip_background": False,
-    }
-    job = client.post("/v1/jobs", json=body).json()
-    wait_for_job(client, job["id"], states=("running",))
+    job = start_slow_job(client, slide["id"])
     cancelled = client.delete(f"/v1/jobs/{job['id']}")
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
     assert client.delete(f"/v1/jobs/{job['id']}").status_code == 409

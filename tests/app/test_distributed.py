@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import redis
 
-from tests.app.server import Server, start_worker, upload, wait_for_job
+from tests.app.server import Server, start_slow_job, start_worker, upload, wait_for_job
 from tests.app.test_api import openslide_pixels, read_output
 from tests.workers.test_store import postgres_url  # noqa: F401 - fixture
 
@@ -62,15 +62,7 @@ def test_job_survives_a_killed_worker_process(api: Server, distributed_env, pyra
                 assert time.time() < deadline, log.read_text()[-2000:]
                 time.sleep(0.5)
             slide = upload(client, pyramid_tiff).json()
-            body = {
-                "slide_id": slide["id"],
-                "model": "identity",
-                "tile_px": 32,
-                "overlap_px": 8,
-                "skip_background": False,
-            }
-            job = client.post("/v1/jobs", json=body).json()
-            wait_for_job(client, job["id"], states=("running",))
+            job = start_slow_job(client, slide["id"], model="identity")
             time.sleep(1.0)
             victims = children(worker.pid)
             assert victims, "the worker has no pool processes"

@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.app.server import Server, upload, wait_for_job
+from tests.app.server import Server, start_slow_job, upload, wait_for_job
 from tests.app.test_api import openslide_pixels, read_output
 from tests.engine.fakes import whole_image_blur
 
@@ -25,15 +25,8 @@ def test_job_completes_after_the_server_is_killed_and_restarted(
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             slide = upload(client, pyramid_tiff).json()
-            body = {
-                "slide_id": slide["id"],
-                "model": "blur3x3",
-                "tile_px": 32,
-                "overlap_px": 8,
-                "skip_background": False,
-            }
-            job_id = client.post("/v1/jobs", json=body).json()["id"]
-            job = wait_for_job(client, job_id, states=("running",))
+            job = start_slow_job(client, slide["id"])
+            job_id = job["id"]
             while job["progress"]["regions_done"] < 1:
                 job = client.get(f"/v1/jobs/{job_id}").json()
         assert job["state"] == "running"
