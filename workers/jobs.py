@@ -12,7 +12,8 @@ from models.registry import get_model
 from workers.engine import omezarr, pipeline
 from workers.engine.readers import ReaderLimits, SlideReader, open_slide
 from workers.engine.tissue import TissueMap
-from workers.planning import grid_from_params, job_paths
+from workers.layout import job_paths
+from workers.planning import grid_from_params
 from workers.settings import Settings
 from workers.store import ACTIVE_STATES, Store
 

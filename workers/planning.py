@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from models.manifest import ModelManifest
@@ -14,33 +12,6 @@ from workers.settings import Settings
 
 MIN_TILE_PX, MAX_TILE_PX = 32, 4096
 DEFAULT_OVERLAP_PX = 32
-
-
-@dataclass(frozen=True)
-class JobPaths:
-    """Where a job keeps its files."""
-
-    root: Path
-
-    @property
-    def partial(self) -> Path:
-        """The OME-Zarr being written."""
-        return self.root / "output.partial.zarr"
-
-    @property
-    def output(self) -> Path:
-        """The finished OME-Zarr."""
-        return self.root / "output.zarr"
-
-    @property
-    def tissue(self) -> Path:
-        """The tissue mask used to skip background."""
-        return self.root / "tissue.npz"
-
-
-def job_paths(settings: Settings, job_id: str) -> JobPaths:
-    """The folder of one job."""
-    return JobPaths(settings.jobs_dir / job_id)
 
 
 def plan_params(

@@ -10,15 +10,19 @@ import concurrent.futures
 import multiprocessing
 import resource
 import threading
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from workers.engine import dzi
 from workers.engine.archives import unpack_slide_zip
 from workers.engine.readers import ReaderLimits, SlideReader, open_slide
 from workers.engine.thumbnails import read_thumbnail
 from workers.errors import InvalidInput, RestoreError
+from workers.layout import SlidePaths
 
 THUMBNAIL_PX = 1024
 
@@ -33,16 +37,17 @@ def _cached_reader(path: str, max_slide_pixels: int, max_plain_pixels: int) -> S
     return open_slide(Path(path), ReaderLimits(max_slide_pixels, max_plain_pixels))
 
 
-def inspect_upload(upload: str, slide_dir: str, limits: tuple[int, int]) -> dict[str, Any]:
+def inspect_upload(
+    upload: str, slide_dir: str, limits: tuple[int, int], max_unpacked_bytes: int
+) -> dict[str, Any]:
     """Open an uploaded file, check it reads end to end, and write its thumbnail.
 
     Returns the slide's path (the file inside a zip for MRXS) and its description.
     """
     path = Path(upload)
-    import zipfile
-
+    paths = SlidePaths(Path(slide_dir))
     if zipfile.is_zipfile(path):
-        path = unpack_slide_zip(path, Path(slide_dir) / "unpacked", max_bytes=limits[0] * 4)
+        path = unpack_slide_zip(path, paths.unpacked, max_bytes=max_unpacked_bytes)
     reader = open_slide(path, ReaderLimits(*limits))
     try:
         check_readable(reader)
@@ -53,9 +58,7 @@ def inspect_upload(upload: str, slide_dir: str, limits: tuple[int, int]) -> dict
         raise InvalidInput(f"{path.name} is damaged or truncated: {exc}") from exc
     finally:
         reader.close()
-    from PIL import Image
-
-    Image.fromarray(thumbnail).save(Path(slide_dir) / "thumbnail.png")
+    Image.fromarray(thumbnail).save(paths.thumbnail)
     return {"path": str(path), "info": _info_dict(reader)}
 
 

@@ -16,7 +16,8 @@ from models.registry import get_model
 from workers.engine import dzi
 from workers.engine.omezarr import OmeZarrReader
 from workers.errors import Conflict, InvalidInput, NotFound
-from workers.planning import job_paths, plan_params
+from workers.layout import job_paths
+from workers.planning import plan_params
 from workers.store import ACTIVE_STATES, new_id
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -15,6 +15,7 @@ from app.uploads import receive_upload
 from workers import sandbox
 from workers.engine.dzi import DeepZoom
 from workers.errors import TooLarge
+from workers.layout import slide_paths
 from workers.store import new_id
 
 router = APIRouter(prefix="/v1/slides", tags=["slides"])
@@ -49,19 +50,20 @@ def slide_public(record: dict[str, Any]) -> SlidePublic:
 async def upload_slide(request: Request, svc: Svc) -> SlidePublic:
     """Upload a slide as multipart field ``file``; it is checked in a sandboxed reader."""
     slide_id = new_id()
-    folder = svc.settings.slides_dir / slide_id
-    folder.mkdir(parents=True)
+    paths = slide_paths(svc.settings, slide_id)
+    paths.upload_dir.mkdir(parents=True)
     try:
-        upload = await receive_upload(request, folder, svc.settings.max_upload_bytes)
+        upload = await receive_upload(request, paths.upload_dir, svc.settings.max_upload_bytes)
         inspected = await run_in_threadpool(
             svc.sandbox.run,
             sandbox.inspect_upload,
             str(upload.path),
-            str(folder),
+            str(paths.root),
             svc.reader_limits,
+            svc.settings.max_upload_bytes,
         )
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(paths.root, ignore_errors=True)
         raise
     record = svc.store.add_slide(
         {
@@ -95,9 +97,7 @@ def thumbnail(
     """PNG thumbnail; ``max_px`` up to 2048 renders a new one in the sandbox."""
     record = svc.store.get_slide(slide_id)
     if max_px is None:
-        return FileResponse(
-            svc.settings.slides_dir / slide_id / "thumbnail.png", media_type="image/png"
-        )
+        return FileResponse(slide_paths(svc.settings, slide_id).thumbnail, media_type="image/png")
     if max_px > MAX_THUMBNAIL_PX:
         raise TooLarge(f"max_px may be at most {MAX_THUMBNAIL_PX}")
     png = svc.sandbox.run(sandbox.render_thumbnail, record["path"], svc.reader_limits, max_px)
@@ -126,5 +126,5 @@ def delete_slide(slide_id: str, svc: Svc) -> Response:
     """Delete a slide and its files (jobs and their outputs stay)."""
     svc.store.get_slide(slide_id)
     svc.store.delete_slide(slide_id)
-    shutil.rmtree(svc.settings.slides_dir / slide_id, ignore_errors=True)
+    shutil.rmtree(slide_paths(svc.settings, slide_id).root, ignore_errors=True)
     return Response(status_code=204)

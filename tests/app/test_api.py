@@ -271,3 +271,13 @@ def test_other_formats_upload_and_restore(
     assert slide["reader"] == reader and (slide["width"], slide["height"]) == size
     job = client.post("/v1/jobs", json={"slide_id": slide["id"], "model": "identity"}).json()
     assert wait_for_job(client, job["id"])["state"] == "completed"
+
+
+def test_upload_named_like_the_thumbnail_keeps_the_original(client, tmp_path: Path) -> None:
+    image = tissue_image(1100, 1300)  # larger than the 1024-px thumbnail
+    Image.fromarray(image).save(tmp_path / "field.png")
+    slide = upload(client, tmp_path / "field.png", name="thumbnail.png").json()
+    assert (slide["width"], slide["height"]) == (1300, 1100)
+    job = client.post("/v1/jobs", json={"slide_id": slide["id"], "model": "identity"}).json()
+    done = wait_for_job(client, job["id"])
+    assert done["state"] == "completed", done["error"]

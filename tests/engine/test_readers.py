@@ -70,7 +70,7 @@ def test_truncated_tiff_is_refused_by_the_inspection(pyramid_tiff: Path, tmp_pat
     data = pyramid_tiff.read_bytes()
     (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
     with pytest.raises((InvalidInput, UnsupportedFormat)):
-        inspect_upload(str(tmp_path / "cut.tif"), str(tmp_path), (2**32, 10**8))
+        inspect_upload(str(tmp_path / "cut.tif"), str(tmp_path), (2**32, 10**8), 10**9)
 
 
 def huge_declared_tiff(path: Path) -> Path:

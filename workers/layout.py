@@ -1,0 +1,62 @@
+"""Where slides and job outputs live on disk, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from workers.settings import Settings
+
+
+@dataclass(frozen=True)
+class SlidePaths:
+    """The folder of one uploaded slide."""
+
+    root: Path
+
+    @property
+    def upload_dir(self) -> Path:
+        """Where the uploaded file is stored under the client's (sanitised) file name."""
+        return self.root / "upload"
+
+    @property
+    def unpacked(self) -> Path:
+        """Where a zipped multi-file slide (MRXS) is extracted."""
+        return self.root / "unpacked"
+
+    @property
+    def thumbnail(self) -> Path:
+        """The thumbnail written at upload."""
+        return self.root / "thumbnail.png"
+
+
+def slide_paths(settings: Settings, slide_id: str) -> SlidePaths:
+    """The folder of one slide."""
+    return SlidePaths(settings.slides_dir / slide_id)
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Where a job keeps its files."""
+
+    root: Path
+
+    @property
+    def partial(self) -> Path:
+        """The OME-Zarr being written."""
+        return self.root / "output.partial.zarr"
+
+    @property
+    def output(self) -> Path:
+        """The finished OME-Zarr."""
+        return self.root / "output.zarr"
+
+    @property
+    def tissue(self) -> Path:
+        """The tissue mask used to skip background."""
+        return self.root / "tissue.npz"
+
+
+def job_paths(settings: Settings, job_id: str) -> JobPaths:
+    """The folder of one job."""
+    return JobPaths(settings.jobs_dir / job_id)
