@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
@@ -11,6 +13,8 @@ import sys
 import uvicorn
 
 from workers.settings import get_settings
+
+PR_SET_PDEATHSIG = 1
 
 
 def worker_command(concurrency: int, hostname: str = "embedded@%h") -> list[str]:
@@ -28,10 +32,16 @@ def worker_command(concurrency: int, hostname: str = "embedded@%h") -> list[str]
     ]
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this child when the server process ends, however it ends."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_worker() -> subprocess.Popen[bytes]:
     """A Celery worker subprocess with the same settings (environment)."""
     command = worker_command(get_settings().worker_concurrency)
-    return subprocess.Popen(command, env=os.environ.copy())
+    return subprocess.Popen(command, env=os.environ.copy(), preexec_fn=_die_with_parent)
 
 
 def main(argv: list[str] | None = None) -> None:
