@@ -21,7 +21,7 @@ from workers.engine import dzi
 from workers.engine.archives import unpack_slide_zip
 from workers.engine.readers import ReaderLimits, SlideReader, open_slide
 from workers.engine.thumbnails import read_thumbnail
-from workers.errors import InvalidInput, RestoreError
+from workers.errors import InvalidInput, RestoreError, TooLarge
 from workers.layout import SlidePaths
 
 THUMBNAIL_PX = 1024
@@ -54,6 +54,8 @@ def inspect_upload(
         thumbnail, _ = read_thumbnail(reader, THUMBNAIL_PX)
     except RestoreError:
         raise
+    except MemoryError as exc:
+        raise TooLarge(f"reading {path.name} needs more memory than readers may use") from exc
     except Exception as exc:  # decoders raise their own errors on damaged data
         raise InvalidInput(f"{path.name} is damaged or truncated: {exc}") from exc
     finally:
@@ -131,7 +133,7 @@ class Sandbox:
         except RestoreError:
             raise
         except MemoryError as exc:
-            raise InvalidInput("reading this file needs more memory than allowed") from exc
+            raise TooLarge("reading this file needs more memory than readers may use") from exc
         except concurrent.futures.process.BrokenProcessPool as exc:
             self._reset()
             raise InvalidInput("the file crashed the reader process") from exc

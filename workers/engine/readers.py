@@ -298,6 +298,8 @@ def open_slide(path: Path, limits: ReaderLimits | None = None) -> SlideReader:
         reader = _choose_reader(path, limits, is_tiff)
     except (TooLarge, UnsupportedFormat, InvalidInput):
         raise
+    except MemoryError as exc:
+        raise TooLarge(f"reading {path.name} needs more memory than readers may use") from exc
     except Exception as exc:  # every library raises its own errors for broken files
         raise InvalidInput(f"cannot read {path.name}: {exc}") from exc
     if reader.info.reader != "pillow":
