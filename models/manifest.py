@@ -57,6 +57,9 @@ class ModelManifest(BaseModel):
     scale: int = Field(default=1, ge=1, le=8)
     tile_px: int = Field(default=512, ge=16, description="core tile size the model wants")
     halo_px: int = Field(default=16, ge=0, description="context each side, cropped after")
+    size_multiple: int = Field(
+        default=1, ge=1, description="input height and width must be multiples of this"
+    )
     value_range: tuple[float, float] = (0.0, 1.0)
     description: str = ""
     training: TrainingRecord | None = None

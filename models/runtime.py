@@ -26,11 +26,20 @@ class OnnxModel:
         self.sha256 = model.manifest.sha256
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Run the model's first output on a batch."""
+        """Run the model's first output on a batch of any height and width.
+
+        Inputs are mirror-padded up to the model's ``size_multiple`` and outputs cropped back.
+        """
+        height, width = batch.shape[2:]
+        multiple = self.manifest.size_multiple
+        pad_h, pad_w = -height % multiple, -width % multiple
+        if pad_h or pad_w:
+            batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="symmetric")
         outputs = self.session.run(
             [self.manifest.output_names[0]], {self.manifest.input_name: batch.astype(np.float32)}
         )
-        return np.asarray(outputs[0], dtype=np.float32)
+        result = np.asarray(outputs[0], dtype=np.float32)
+        return result[:, :, : height * self.scale, : width * self.scale]
 
     def run_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every named output for a batch (the classifier has ``logits`` and ``extent``)."""

@@ -70,6 +70,27 @@ def blur_model(root: Path, name: str = "blur3x3", tile_px: int = 128) -> Path:
     )
 
 
+def blocky_identity_model(root: Path, name: str = "blocky", multiple: int = 8) -> Path:
+    """An identity that only accepts sizes divisible by ``multiple`` (like a U-Net)."""
+    x, y = _io()
+    nodes = [
+        helper.make_node("SpaceToDepth", ["image"], ["blocks"], blocksize=multiple),
+        helper.make_node("DepthToSpace", ["blocks"], ["output"], blocksize=multiple, mode="DCR"),
+    ]
+    graph = helper.make_graph(nodes, name, [x], [y])
+    return _save(
+        graph,
+        root / name,
+        name=name,
+        version="test",
+        task="identity",
+        output_names=["output"],
+        tile_px=64,
+        halo_px=0,
+        size_multiple=multiple,
+    )
+
+
 def upscale_model(root: Path, name: str = "nearest-x2", tile_px: int = 128) -> Path:
     """A x2 nearest-neighbour upscaler (checks scale handling)."""
     x, y = _io()

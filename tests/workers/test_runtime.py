@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.registry import discover, get_model
+from models.runtime import load_model
+from tests.fixtures import blocky_identity_model, identity_model, upscale_model
+from workers.errors import ModelUnavailable
+
+
+def test_sizes_are_padded_to_the_models_multiple_and_cropped_back(tmp_path: Path) -> None:
+    blocky_identity_model(tmp_path)
+    model = load_model(get_model([tmp_path], "blocky"), ["CPUExecutionProvider"])
+    batch = np.random.default_rng(0).random((2, 3, 100, 75), dtype=np.float32)
+    assert np.array_equal(model(batch), batch)
+    assert model.provider == "CPUExecutionProvider"
+
+
+def test_scale_is_applied_to_the_crop(tmp_path: Path) -> None:
+    upscale_model(tmp_path)
+    model = load_model(get_model([tmp_path], "nearest-x2"), ["CPUExecutionProvider"])
+    assert model(np.zeros((1, 3, 33, 17), np.float32)).shape == (1, 3, 66, 34)
+
+
+def test_missing_cuda_falls_back_to_cpu(tmp_path: Path) -> None:
+    identity_model(tmp_path)
+    model = load_model(
+        get_model([tmp_path], "identity"), ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    assert model.provider in ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def test_tampered_model_file_is_refused(tmp_path: Path) -> None:
+    identity_model(tmp_path)
+    with (tmp_path / "identity" / "model.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ModelUnavailable, match="sha256"):
+        get_model([tmp_path], "identity").verify()
+
+
+def test_invalid_manifests_are_ignored(tmp_path: Path) -> None:
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{not json")
+    assert discover([tmp_path]) == {}
+    with pytest.raises(ModelUnavailable, match="not installed"):
+        get_model([tmp_path], "broken")
