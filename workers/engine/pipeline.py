@@ -81,13 +81,6 @@ def _batches(items: list[Tile], size: int) -> Iterator[list[Tile]]:
         yield items[start : start + size]
 
 
-def _crop_halo(prediction: np.ndarray, halo_out: int) -> np.ndarray:
-    """(channels, rows, cols) prediction to (rows, cols, channels) without its halo."""
-    if halo_out:
-        prediction = prediction[:, halo_out:-halo_out, halo_out:-halo_out]
-    return np.moveaxis(prediction, 0, 2)
-
-
 def restore_region(
     reader: SlideReader,
     restorer: Restorer,
@@ -108,44 +101,58 @@ def restore_region(
     region = grid.regions[region_index]
     tiles = grid.tiles_touching(region)
     out_box = grid.output_box(region)
-    is_tissue = {
-        t.index: tissue is None or tissue.fraction(t.core) >= MIN_TISSUE_FRACTION for t in tiles
-    }
-    if not any(is_tissue.values()):
+    restored = [
+        t for t in tiles if tissue is None or tissue.fraction(t.core) >= MIN_TISSUE_FRACTION
+    ]
+    restored_ids = {t.index for t in restored}
+    copied = [t for t in tiles if t.index not in restored_ids]
+    if not restored:
         pixels = read_padded(reader, region)
         omezarr.write_box(output, out_box, resize(pixels, (out_box.width, out_box.height)))
         return RegionResult(0, len(tiles), time.perf_counter() - started)
-
     union = _bounding_box([t.read for t in tiles])
-    source = read_padded(reader, union)
+    source = TileSource(grid, union, read_padded(reader, union))
     accumulator = Accumulator(out_box, channels=3)
-    scale = grid.scale
-    window = tile_window(
-        tiles[0].core.height * scale, tiles[0].core.width * scale, grid.overlap_px * scale
-    )
-    halo_out = grid.halo_px * scale
-
-    def tile_pixels(tile: Tile) -> np.ndarray:
-        return source[tile.read.relative_to(union).slices()]
-
-    restored = [t for t in tiles if is_tissue[t.index]]
     for batch in _batches(restored, batch_size):
         if should_stop():
             raise JobCancelled
-        inputs = np.stack([np.moveaxis(tile_pixels(t), 2, 0) for t in batch])
-        predictions = restorer(inputs.astype(np.float32) / 255.0)
+        predictions = restorer(source.model_input(batch))
         for tile, prediction in zip(batch, predictions, strict=True):
-            core = grid.output_box(tile.core)
-            accumulator.add(core, _crop_halo(prediction, halo_out), window)
-    for tile in tiles:
-        if not is_tissue[tile.index]:
-            core = grid.output_box(tile.core)
-            copied = resize(
-                source[tile.core.relative_to(union).slices()], (core.width, core.height)
-            )
-            accumulator.add(core, copied.astype(np.float32) / 255.0, window)
+            accumulator.add(grid.output_box(tile.core), source.crop_halo(prediction), source.window)
+    for tile in copied:
+        accumulator.add(grid.output_box(tile.core), source.copy_through(tile), source.window)
     omezarr.write_box(output, out_box, accumulator.result())
-    return RegionResult(len(restored), len(tiles) - len(restored), time.perf_counter() - started)
+    return RegionResult(len(restored), len(copied), time.perf_counter() - started)
+
+
+class TileSource:
+    """The pixels under a set of tiles, read once, cut into model inputs or copies."""
+
+    def __init__(self, grid: TileGrid, union: Box, pixels: np.ndarray) -> None:
+        self.grid, self.union, self.pixels = grid, union, pixels
+        core = grid.tiles[0].core
+        scale = grid.scale
+        self.window = tile_window(core.height * scale, core.width * scale, grid.overlap_px * scale)
+
+    def model_input(self, tiles: list[Tile]) -> np.ndarray:
+        """Float32 NCHW batch in [0, 1] of the tiles' read boxes (core + halo)."""
+        crops = [
+            np.moveaxis(self.pixels[t.read.relative_to(self.union).slices()], 2, 0) for t in tiles
+        ]
+        return np.stack(crops).astype(np.float32) / 255.0
+
+    def crop_halo(self, prediction: np.ndarray) -> np.ndarray:
+        """A (channels, rows, cols) prediction as (rows, cols, channels) without its halo."""
+        halo = self.grid.halo_px * self.grid.scale
+        if halo:
+            prediction = prediction[:, halo:-halo, halo:-halo]
+        return np.moveaxis(prediction, 0, 2)
+
+    def copy_through(self, tile: Tile) -> np.ndarray:
+        """A background tile's core as it is (resized by the scale), in [0, 1]."""
+        core = self.grid.output_box(tile.core)
+        pixels = self.pixels[tile.core.relative_to(self.union).slices()]
+        return resize(pixels, (core.width, core.height)).astype(np.float32) / 255.0
 
 
 def _bounding_box(boxes: list[Box]) -> Box:
