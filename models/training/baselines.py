@@ -8,21 +8,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from scipy import ndimage
+from scipy import fft, ndimage
 
 
 def _otf(psf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Optical transfer function of a centred PSF for an FFT of ``shape``."""
-    padded = np.zeros(shape)
+    padded = np.zeros(shape, dtype=np.float32)
     padded[: psf.shape[0], : psf.shape[1]] = psf
     padded = np.roll(padded, (-(psf.shape[0] // 2), -(psf.shape[1] // 2)), axis=(0, 1))
-    return np.fft.rfft2(padded)
+    return fft.rfft2(padded)
 
 
 def _pad(image: np.ndarray, psf: np.ndarray) -> tuple[np.ndarray, int]:
     p = 2 * max(psf.shape)
     width = [(p, p), (p, p)] + [(0, 0)] * (image.ndim - 2)
-    return np.pad(image.astype(np.float64), width, mode="symmetric"), p
+    return np.pad(image.astype(np.float32), width, mode="symmetric"), p
 
 
 def _per_channel(image: np.ndarray) -> list[np.ndarray]:
@@ -39,7 +39,7 @@ def wiener(blurred: np.ndarray, psf: np.ndarray, balance: float) -> np.ndarray:
     padded, p = _pad(blurred, psf)
     otf = _otf(psf, padded.shape[:2])
     gain = np.conj(otf) / (np.abs(otf) ** 2 + balance)
-    chans = [np.fft.irfft2(np.fft.rfft2(c) * gain, s=c.shape) for c in _per_channel(padded)]
+    chans = [fft.irfft2(fft.rfft2(c) * gain, s=c.shape) for c in _per_channel(padded)]
     return _stack([c[p:-p, p:-p] for c in chans], blurred)
 
 
@@ -51,9 +51,9 @@ def richardson_lucy_steps(blurred: np.ndarray, psf: np.ndarray, iterations: int)
     estimates = [c.copy() for c in chans]
     for i in range(1, iterations + 1):
         for k, (c, e) in enumerate(zip(chans, estimates, strict=True)):
-            reblurred = np.fft.irfft2(np.fft.rfft2(e) * otf, s=e.shape)
+            reblurred = fft.irfft2(fft.rfft2(e) * otf, s=e.shape)
             ratio = c / np.maximum(reblurred, 1e-6)
-            estimates[k] = e * np.fft.irfft2(np.fft.rfft2(ratio) * np.conj(otf), s=e.shape)
+            estimates[k] = e * fft.irfft2(fft.rfft2(ratio) * np.conj(otf), s=e.shape)
         yield i, _stack([e[p:-p, p:-p] for e in estimates], blurred)
 
 
@@ -94,3 +94,28 @@ def cubic_upsample(image: np.ndarray, factor: int, offset: float = 0.0) -> np.nd
         for c in _per_channel(image)
     ]
     return _stack(chans, image)
+
+
+def wiener_inverse_box_1d(length_px: float, taps: int, balance: float = 1e-2) -> np.ndarray:
+    """Spatial taps of the 1-D Wiener inverse of a box blur of ``length_px`` (odd ``taps``).
+
+    Computed on a long periodic grid, centred, truncated to ``taps`` and tapered by a
+    Hann window over its outer quarter, so it can initialise a learnable 1-D convolution.
+    """
+    from models.training.degradations import motion_psf
+
+    n = 1024
+    box = motion_psf(length_px, 0.0)[0]
+    signal = np.zeros(n)
+    signal[: box.size] = box
+    signal = np.roll(signal, -(box.size // 2))
+    spectrum = np.fft.rfft(signal)
+    inverse = np.fft.irfft(np.conj(spectrum) / (np.abs(spectrum) ** 2 + balance), n)
+    half = taps // 2
+    kernel = np.concatenate([inverse[-half:], inverse[: half + 1]])
+    edge = max(1, taps // 4)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(edge) + 0.5) / edge)
+    window = np.ones(taps)
+    window[:edge], window[-edge:] = ramp, ramp[::-1]
+    kernel = kernel * window
+    return (kernel / kernel.sum()).astype(np.float32)

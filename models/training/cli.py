@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ def train_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adversarial-weight", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int)
+    parser.add_argument("--crop", type=int, help="training crop side in output pixels")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--resume", action="store_true", help="continue from --work-dir state")
     parser.add_argument("--init-from", type=Path, help="checkpoint.pt to fine-tune from")
@@ -59,7 +61,10 @@ def train_main(argv: list[str] | None = None) -> None:
         export=not args.no_export,
         command="python -m models.train " + shlex.join(argv_list),
     )
-    train(TASKS[args.task], options)
+    config = TASKS[args.task]
+    if args.crop:
+        config = dataclasses.replace(config, crop_px=args.crop)
+    train(config, options)
 
 
 def evaluate_main(argv: list[str] | None = None) -> None:
