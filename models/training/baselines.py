@@ -94,28 +94,3 @@ def cubic_upsample(image: np.ndarray, factor: int, offset: float = 0.0) -> np.nd
         for c in _per_channel(image)
     ]
     return _stack(chans, image)
-
-
-def wiener_inverse_box_1d(length_px: float, taps: int, balance: float = 1e-2) -> np.ndarray:
-    """Spatial taps of the 1-D Wiener inverse of a box blur of ``length_px`` (odd ``taps``).
-
-    Computed on a long periodic grid, centred, truncated to ``taps`` and tapered by a
-    Hann window over its outer quarter, so it can initialise a learnable 1-D convolution.
-    """
-    from models.training.degradations import motion_psf
-
-    n = 1024
-    box = motion_psf(length_px, 0.0)[0]
-    signal = np.zeros(n)
-    signal[: box.size] = box
-    signal = np.roll(signal, -(box.size // 2))
-    spectrum = np.fft.rfft(signal)
-    inverse = np.fft.irfft(np.conj(spectrum) / (np.abs(spectrum) ** 2 + balance), n)
-    half = taps // 2
-    kernel = np.concatenate([inverse[-half:], inverse[: half + 1]])
-    edge = max(1, taps // 4)
-    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(edge) + 0.5) / edge)
-    window = np.ones(taps)
-    window[:edge], window[-edge:] = ramp, ramp[::-1]
-    kernel = kernel * window
-    return (kernel / kernel.sum()).astype(np.float32)

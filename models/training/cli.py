@@ -69,7 +69,11 @@ def train_main(argv: list[str] | None = None) -> None:
 
 def evaluate_main(argv: list[str] | None = None) -> None:
     """Parse arguments and evaluate one or all shipped models on their held-out split."""
-    from models.training.evaluation import evaluate_task, real_defocus_check
+    from models.training.evaluation import (
+        evaluate_task,
+        real_defocus_check,
+        real_defocus_votes,
+    )
 
     parser = argparse.ArgumentParser(prog="python -m models.evaluate")
     parser.add_argument("--task", nargs="+", default=["all"], help="task names or 'all'")
@@ -91,14 +95,11 @@ def evaluate_main(argv: list[str] | None = None) -> None:
             print(f"skip {name}: no {model_dir / 'model.onnx'}")
             continue
         extra = {}
-        if name == "deblur-defocus" and args.real_defocus.exists():
+        if args.real_defocus.exists() and name in ("deblur-defocus", "blur-classifier"):
             from models.training.data import discover_images
 
-            classifier = args.zoo / "blur-classifier"
-            extra["real_defocus"] = real_defocus_check(
-                model_dir,
-                classifier if (classifier / "model.onnx").exists() else None,
-                discover_images([args.real_defocus]),
-            )
+            real = discover_images([args.real_defocus])
+            check = real_defocus_check if name == "deblur-defocus" else real_defocus_votes
+            extra["real_defocus"] = {"folder": str(args.real_defocus), **check(model_dir, real)}
         data = args.data or _default_data(name)
         evaluate_task(TASKS[name], data, model_dir, args.reports, args.held_out_fraction, extra)

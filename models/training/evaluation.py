@@ -212,33 +212,39 @@ def _true_extent(params: BlurParams, label: int) -> float:
     return psf_extent_px(params.psf()) if label else 0.0
 
 
-def real_defocus_check(model_dir: Path, classifier_dir: Path | None, paths: list[Path]) -> dict:
-    """No-reference sharpness of real defocused images before/after the defocus model."""
+def _real_images(paths: list[Path]) -> list[np.ndarray]:
     from models.training.data import load_image
+
+    return [_fit(load_image(path, 3), 8) for path in paths]
+
+
+def real_defocus_check(model_dir: Path, paths: list[Path]) -> dict[str, Any]:
+    """No-reference sharpness of real defocused images before and after the model."""
     from models.training.export import session
 
     sess = session(model_dir / "model.onnx")
-    cls = session(classifier_dir / "model.onnx") if classifier_dir else None
-    before, after, votes = [], [], np.zeros(4, dtype=int)
-    for path in paths:
-        image = _fit(load_image(path, 3), 8)
-        restored = np.clip(run_session(sess, image), 0, 1)
+    before, after = [], []
+    for image in _real_images(paths):
         before.append(no_reference(image))
-        after.append(no_reference(restored))
-        if cls is not None:
-            tiles = [
-                image[y : y + 128, x : x + 128].transpose(2, 0, 1)
-                for y in range(0, image.shape[0] - 127, 128)
-                for x in range(0, image.shape[1] - 127, 128)
-            ]
-            logits, _ = cls.run(None, {"image": np.stack(tiles).astype(np.float32)})
-            votes += np.bincount(logits.argmax(axis=1), minlength=4)
-    return {
-        "images": len(paths),
-        "before": _summarise(before),
-        "after": _summarise(after),
-        "classifier_votes": dict(zip(BLUR_CLASSES, votes.tolist(), strict=True)) if cls else None,
-    }
+        after.append(no_reference(np.clip(run_session(sess, image), 0, 1)))
+    return {"images": len(paths), "before": _summarise(before), "after": _summarise(after)}
+
+
+def real_defocus_votes(classifier_dir: Path, paths: list[Path], tile: int = 128) -> dict:
+    """How the classifier labels 128 px tiles of real defocused images (should be defocus)."""
+    from models.training.export import session
+
+    sess = session(classifier_dir / "model.onnx")
+    votes = np.zeros(4, dtype=int)
+    for image in _real_images(paths):
+        tiles = [
+            image[y : y + tile, x : x + tile].transpose(2, 0, 1)
+            for y in range(0, image.shape[0] - tile + 1, tile)
+            for x in range(0, image.shape[1] - tile + 1, tile)
+        ]
+        logits, _ = sess.run(None, {"image": np.stack(tiles).astype(np.float32)})
+        votes += np.bincount(logits.argmax(axis=1), minlength=4)
+    return {"images": len(paths), "votes": dict(zip(BLUR_CLASSES, votes.tolist(), strict=True))}
 
 
 def _save_examples(example: dict[str, np.ndarray], path: Path, title: str) -> None:
@@ -252,13 +258,13 @@ def _save_examples(example: dict[str, np.ndarray], path: Path, title: str) -> No
     for ax, name in zip(axes, names, strict=True):
         crop = np.clip(example[name], 0, 1)
         h, w = crop.shape[:2]
-        crop = crop[h // 2 - 96 : h // 2 + 96, w // 2 - 96 : w // 2 + 96]
+        crop = crop[h // 2 - 80 : h // 2 + 80, w // 2 - 80 : w // 2 + 80]
         ax.imshow(crop.squeeze(), cmap="gray" if crop.shape[2] == 1 else None, vmin=0, vmax=1)
         ax.set_title(name, fontsize=8)
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
 
 
@@ -286,7 +292,7 @@ def plot_levels(report: dict[str, Any], path: Path) -> None:
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{report['task']} (held-out)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
 
 
@@ -309,7 +315,7 @@ def plot_confusion(report: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("true")
     ax.set_title(f"accuracy {report['accuracy']:.3f}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -25,39 +24,6 @@ class DoubleConv(nn.Sequential):
         )
 
 
-class DeconvBank(nn.Module):
-    """Learnable long 1-D filters along x and y on the luminance, Wiener-initialised.
-
-    The channel mean gets one horizontal and one vertical filter per box length, so the
-    network starts with explicit inverse filters for motion blur along either scan axis and
-    learns which to trust (it stays blind: no PSF is given at inference). Working on the
-    luminance only keeps it cheap; the U-Net transfers the detail to the colour channels.
-    Borders are extended by edge replication, so any input size works.
-    """
-
-    def __init__(self, lengths: tuple[float, ...], taps: int = 63) -> None:
-        super().__init__()
-        from models.training.baselines import wiener_inverse_box_1d
-
-        n = len(lengths)
-        self.pad = taps // 2
-        self.h = nn.Conv2d(1, n, (1, taps), bias=False)
-        self.v = nn.Conv2d(1, n, (taps, 1), bias=False)
-        kernels = torch.tensor(np.stack([wiener_inverse_box_1d(L, taps) for L in lengths]))
-        with torch.no_grad():
-            self.h.weight.copy_(kernels[:, None, None, :])
-            self.v.weight.copy_(kernels[:, None, :, None])
-        self.out_channels = 2 * n
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the horizontally and vertically deconvolved luminance, stacked."""
-        p = self.pad
-        grey = x.mean(dim=1, keepdim=True)
-        h = self.h(F.pad(grey, (p, p, 0, 0), mode="replicate"))
-        v = self.v(F.pad(grey, (0, 0, p, p), mode="replicate"))
-        return torch.cat([h, v], dim=1)
-
-
 class UNetDeblur(nn.Module):
     """U-Net generator with skip connections and a global residual.
 
@@ -65,33 +31,15 @@ class UNetDeblur(nn.Module):
     level runs at half resolution; this halves the cost and doubles the receptive field.
     Decoder upsampling is bilinear resize followed by a convolution (no transposed
     convolutions, hence no checkerboard artifacts); the output is unfolded by pixel shuffle.
-    With ``bank_lengths`` a :class:`DeconvBank` of Wiener-initialised 1-D inverse filters
-    runs first and its outputs join the input (used for motion). Height and width must be
-    multiples of ``2 ** levels``.
+    Height and width must be multiples of ``2 ** levels``.
     """
 
-    def __init__(
-        self,
-        channels: int = 3,
-        base: int = 24,
-        levels: int = 3,
-        bank_lengths: tuple[float, ...] = (),
-        bank_taps: int = 63,
-    ) -> None:
+    def __init__(self, channels: int = 3, base: int = 24, levels: int = 3) -> None:
         super().__init__()
         self.channels = channels
         self.levels = levels
         widths = [base * 2**i for i in range(levels)]
-        head_in = channels
-        self.bank: nn.Module | None = None
-        if bank_lengths:
-            self.bank = DeconvBank(tuple(bank_lengths), bank_taps)
-            head_in = 16
-            self.mix = nn.Sequential(
-                nn.Conv2d(channels + self.bank.out_channels, head_in, 1),
-                nn.LeakyReLU(0.1, inplace=True),
-            )
-        self.head = DoubleConv(head_in * 4, widths[0])
+        self.head = DoubleConv(channels * 4, widths[0])
         self.down = nn.ModuleList(
             nn.Sequential(conv3(widths[i], widths[i + 1], stride=2), nn.LeakyReLU(0.1, True))
             for i in range(levels - 1)
@@ -105,10 +53,7 @@ class UNetDeblur(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Return the restored image, same shape as the input."""
-        x = image
-        if self.bank is not None:
-            x = self.mix(torch.cat([image, self.bank(image)], dim=1))
-        x = self.head(F.pixel_unshuffle(x, 2))
+        x = self.head(F.pixel_unshuffle(image, 2))
         skips = [x]
         for down, enc in zip(self.down, self.enc, strict=True):
             x = enc(down(x))

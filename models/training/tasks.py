@@ -210,13 +210,7 @@ TASKS: dict[str, TaskConfig] = {
         task="deblur-motion",
         kind="generator",
         network="unet",
-        network_kwargs={
-            "channels": 3,
-            "base": 20,
-            "levels": 3,
-            "bank_lengths": (5.0, 10.0, 15.0, 20.0, 25.0),
-            "bank_taps": 63,
-        },
+        network_kwargs={"channels": 3, "base": 24, "levels": 3},
         channels=3,
         scale=1,
         crop_px=64,
@@ -224,7 +218,7 @@ TASKS: dict[str, TaskConfig] = {
         batch=24,
         lr=1e-3,
         tile_px=512,
-        halo_px=48,
+        halo_px=32,
         transpose=False,
         data=HE_DATA,
         sample=sample_motion,
@@ -235,9 +229,7 @@ TASKS: dict[str, TaskConfig] = {
             "motion 25 px": BlurParams(25.0, 0.0, noise_std=1 / 255),
         },
         reference="motion 15 px",
-        description="Removes 1-D motion blur (box PSF 3-30 px along x or y) from RGB tiles. "
-        "A bank of learnable 63-tap inverse filters (Wiener-initialised for boxes of 5-25 px) "
-        "feeds a U-Net; the model is blind (no PSF input).",
+        description="Removes 1-D motion blur (box PSF 3-30 px along x or y) from RGB tiles.",
     ),
     "deblur-defocus": TaskConfig(
         name="deblur-defocus",
