@@ -17,6 +17,7 @@ from models.manifest import BLUR_CLASSES, load_manifest, write_manifest
 from models.training import baselines
 from models.training.data import ImagePool, discover_images, split_paths
 from models.training.metrics import full_reference, no_reference
+from models.training.ort_session import session
 from models.training.tasks import BlurParams, Params, TaskConfig, VideoRateParams
 
 EVAL_SEED = 20261122
@@ -107,8 +108,6 @@ def evaluate_generator(
     examples_png: Path | None = None,
 ) -> dict[str, Any]:
     """Per level: PSNR/SSIM/PCC of input, tuned baselines and the ONNX model on held-out images."""
-    from models.training.export import session
-
     sess = session(model_dir / "model.onnx")
     multiple = 8 * config.scale
     tune_images = [
@@ -160,11 +159,9 @@ def evaluate_generator(
 
 
 def evaluate_classifier(
-    config: TaskConfig, model_dir: Path, held_out: ImagePool, samples_per_tile: int = 2
+    config: TaskConfig, model_dir: Path, held_out: ImagePool, samples_per_tile: int = 4
 ) -> dict[str, Any]:
     """Confusion matrix, accuracy and extent error on held-out tiles with synthesised blur."""
-    from models.training.export import session
-
     sess = session(model_dir / "model.onnx")
     tile, m = config.tile_px, config.margin_px
     confusion = np.zeros((4, 4), dtype=int)
@@ -220,8 +217,6 @@ def _real_images(paths: list[Path]) -> list[np.ndarray]:
 
 def real_defocus_check(model_dir: Path, paths: list[Path]) -> dict[str, Any]:
     """No-reference sharpness of real defocused images before and after the model."""
-    from models.training.export import session
-
     sess = session(model_dir / "model.onnx")
     before, after = [], []
     for image in _real_images(paths):
@@ -232,8 +227,6 @@ def real_defocus_check(model_dir: Path, paths: list[Path]) -> dict[str, Any]:
 
 def real_defocus_votes(classifier_dir: Path, paths: list[Path], tile: int = 128) -> dict:
     """How the classifier labels 128 px tiles of real defocused images (should be defocus)."""
-    from models.training.export import session
-
     sess = session(classifier_dir / "model.onnx")
     votes = np.zeros(4, dtype=int)
     for image in _real_images(paths):

@@ -21,6 +21,7 @@ from models.manifest import (
     write_manifest,
 )
 from models.training.networks import BlurClassifier, SRResNet, UNetDeblur
+from models.training.ort_session import session
 from models.training.tasks import TaskConfig
 
 OPSET = 17
@@ -93,14 +94,6 @@ def export_onnx(model: nn.Module, config: TaskConfig, path: Path, side: int = 64
             opset_version=OPSET,
             dynamo=False,
         )
-
-
-def session(path: Path, threads: int = 2) -> ort.InferenceSession:
-    """A CPU ONNX Runtime session limited to ``threads`` threads."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def parity(model: nn.Module, path: Path, shapes: list[tuple[int, int, int, int]]) -> float:

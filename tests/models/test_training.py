@@ -7,8 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from models.manifest import file_sha256, load_manifest  # noqa: E402
-from models.training.export import build_network, load_checkpoint, parity, session  # noqa: E402
+from models.training.export import build_network, load_checkpoint, parity  # noqa: E402
 from models.training.networks import PatchCritic  # noqa: E402
+from models.training.ort_session import session  # noqa: E402
 from models.training.tasks import TASKS, TaskConfig  # noqa: E402
 from models.training.trainer import TrainOptions, train  # noqa: E402
 
