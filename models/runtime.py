@@ -26,11 +26,15 @@ class OnnxModel:
         self.sha256 = model.manifest.sha256
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Run the model's first output on a batch of any height and width.
+        """Run the model's first output on an RGB batch of any height and width.
 
-        Inputs are mirror-padded up to the model's ``size_multiple`` and outputs cropped back.
+        Inputs are mirror-padded up to the model's ``size_multiple`` and outputs cropped back;
+        a 1-channel model restores each channel independently.
         """
-        height, width = batch.shape[2:]
+        count, channels, height, width = batch.shape
+        if self.manifest.in_channels == 1 and channels != 1:
+            folded = self(batch.reshape(count * channels, 1, height, width))
+            return folded.reshape(count, channels, *folded.shape[2:])
         multiple = self.manifest.size_multiple
         pad_h, pad_w = -height % multiple, -width % multiple
         if pad_h or pad_w:

@@ -91,6 +91,27 @@ def blocky_identity_model(root: Path, name: str = "blocky", multiple: int = 8) -
     )
 
 
+def grey_doubling_model(root: Path, name: str = "grey-x2") -> Path:
+    """A 1-channel model that doubles its input (checks channel folding)."""
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 1, "h", "w"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 1, "h", "w"])
+    two = numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["image", "two"], ["output"])], name, [x], [y], [two]
+    )
+    return _save(
+        graph,
+        root / name,
+        name=name,
+        version="test",
+        task="denoise",
+        output_names=["output"],
+        in_channels=1,
+        out_channels=1,
+        halo_px=0,
+    )
+
+
 def upscale_model(root: Path, name: str = "nearest-x2", tile_px: int = 128) -> Path:
     """A x2 nearest-neighbour upscaler (checks scale handling)."""
     x, y = _io()

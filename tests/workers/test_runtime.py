@@ -5,7 +5,12 @@ import pytest
 
 from models.registry import discover, get_model
 from models.runtime import load_model
-from tests.fixtures import blocky_identity_model, identity_model, upscale_model
+from tests.fixtures import (
+    blocky_identity_model,
+    grey_doubling_model,
+    identity_model,
+    upscale_model,
+)
 from workers.errors import ModelUnavailable
 
 
@@ -15,6 +20,13 @@ def test_sizes_are_padded_to_the_models_multiple_and_cropped_back(tmp_path: Path
     batch = np.random.default_rng(0).random((2, 3, 100, 75), dtype=np.float32)
     assert np.array_equal(model(batch), batch)
     assert model.provider == "CPUExecutionProvider"
+
+
+def test_one_channel_models_restore_each_channel(tmp_path: Path) -> None:
+    grey_doubling_model(tmp_path)
+    model = load_model(get_model([tmp_path], "grey-x2"), ["CPUExecutionProvider"])
+    batch = np.random.default_rng(1).random((2, 3, 16, 24), dtype=np.float32)
+    assert np.allclose(model(batch), 2 * batch)
 
 
 def test_scale_is_applied_to_the_crop(tmp_path: Path) -> None:
