@@ -112,20 +112,26 @@ def ready_to_finish(store: Store, job_id: str) -> bool:
     return bool(job["state"] == "running" and 0 < job["regions_total"] == job["regions_done"])
 
 
-def finish(store: Store, settings: Settings, job_id: str, takeover: bool = False) -> bool:
+def finish(
+    store: Store, settings: Settings, job_id: str, task_id: str, takeover: bool = False
+) -> bool:
     """Build the pyramid and publish the output; False when another task already does.
 
-    ``takeover`` resumes a finish whose worker died; without it, only a claim older than the
-    task time limit is taken over.
+    The claim records ``task_id``: the same task redelivered after its worker died carries
+    on, a duplicate finish backs off. ``takeover`` (an embedded worker resuming at start-up)
+    or a claim older than the task time limit also carries on.
     """
-    job = store.get_job(job_id)
-    stale = time.time() - job["timings"].get("finalize_claimed_at", 0) > settings.task_time_limit_s
-    claimed = store.transition(job_id, ("running",), "finalizing")
-    if not claimed and not (job["state"] == "finalizing" and (stale or takeover)):
-        return False
-    store.merge_timings(job_id, finalize_claimed_at=time.time())
+    claim = {"finalizer": task_id, "finalizer_at": time.time()}
+    if not store.transition(job_id, ("running",), "finalizing", **claim):
+        job = store.get_job(job_id)
+        stale = time.time() - (job["finalizer_at"] or 0) > settings.task_time_limit_s
+        mine = job["finalizer"] == task_id
+        if not (job["state"] == "finalizing" and (mine or stale or takeover)):
+            return False
+        store.update_job(job_id, **claim)
     started = time.perf_counter()
-    job, slide = store.get_job(job_id), store.get_slide(job["slide_id"])
+    job = store.get_job(job_id)
+    slide = store.get_slide(job["slide_id"])
     paths = job_paths(settings, job_id)
     if paths.partial.exists():
         pipeline.finish_output(

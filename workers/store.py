@@ -43,6 +43,8 @@ jobs = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("provider", sa.String(64)),
     sa.Column("model_sha256", sa.String(64)),
+    sa.Column("finalizer", sa.String(64), doc="id of the task that claimed the finish"),
+    sa.Column("finalizer_at", sa.Float, doc="when it claimed it"),
     sa.Column("timings", sa.JSON, nullable=False, default=dict),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),

@@ -100,4 +100,4 @@ def restore_region(self: Task, job_id: str, region_index: int) -> None:
 @app.task(name="restore.finish", base=JobTask, bind=True)
 def finish_job(self: Task, job_id: str, takeover: bool = False) -> None:
     """Build the pyramid and publish the output."""
-    jobs.finish(store(), get_settings(), job_id, takeover)
+    jobs.finish(store(), get_settings(), job_id, self.request.id, takeover)
