@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from models.registry import InstalledModel
+
+CPU = "CPUExecutionProvider"
+VERSION = ort.__version__
+
+
+def available_providers(wanted: list[str] | None = None) -> list[str]:
+    """The wanted execution providers this installation has, in order (CPU at least)."""
+    available = set(ort.get_available_providers())
+    return [p for p in wanted or [CPU] if p in available] or [CPU]
+
+
+def open_session(
+    path: Path, providers: list[str] | None = None, threads: int = 0
+) -> ort.InferenceSession:
+    """A session on the first available of ``providers`` (CPU when none is available)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=available_providers(providers))
 
 
 class OnnxModel:
@@ -17,11 +37,7 @@ class OnnxModel:
         model.verify()
         self.manifest = model.manifest
         self.scale = model.manifest.scale
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        available = set(ort.get_available_providers())
-        chosen = [p for p in providers if p in available] or ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(model.onnx_path), options, providers=chosen)
+        self.session = open_session(model.onnx_path, providers, threads)
         self.provider = self.session.get_providers()[0]
         self.sha256 = model.manifest.sha256
 

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from models.manifest import BLUR_CLASSES, load_manifest, write_manifest
+from models.runtime import open_session
 from models.training import baselines
 from models.training.data import ImagePool, discover_images, split_paths
 from models.training.metrics import full_reference, no_reference
-from models.training.ort_session import session
 from models.training.tasks import BlurParams, Params, TaskConfig, VideoRateParams
 
 EVAL_SEED = 20261122
@@ -108,7 +108,7 @@ def evaluate_generator(
     examples_png: Path | None = None,
 ) -> dict[str, Any]:
     """Per level: PSNR/SSIM/PCC of input, tuned baselines and the ONNX model on held-out images."""
-    sess = session(model_dir / "model.onnx")
+    sess = open_session(model_dir / "model.onnx", threads=2)
     multiple = 8 * config.scale
     tune_images = [
         _fit(im, multiple, TUNE_SIDE)
@@ -162,7 +162,7 @@ def evaluate_classifier(
     config: TaskConfig, model_dir: Path, held_out: ImagePool, samples_per_tile: int = 4
 ) -> dict[str, Any]:
     """Confusion matrix, accuracy and extent error on held-out tiles with synthesised blur."""
-    sess = session(model_dir / "model.onnx")
+    sess = open_session(model_dir / "model.onnx", threads=2)
     tile, m = config.tile_px, config.margin_px
     confusion = np.zeros((4, 4), dtype=int)
     extent_errors: list[float] = []
@@ -217,7 +217,7 @@ def _real_images(paths: list[Path]) -> list[np.ndarray]:
 
 def real_defocus_check(model_dir: Path, paths: list[Path]) -> dict[str, Any]:
     """No-reference sharpness of real defocused images before and after the model."""
-    sess = session(model_dir / "model.onnx")
+    sess = open_session(model_dir / "model.onnx", threads=2)
     before, after = [], []
     for image in _real_images(paths):
         before.append(no_reference(image))
@@ -227,7 +227,7 @@ def real_defocus_check(model_dir: Path, paths: list[Path]) -> dict[str, Any]:
 
 def real_defocus_votes(classifier_dir: Path, paths: list[Path], tile: int = 128) -> dict:
     """How the classifier labels 128 px tiles of real defocused images (should be defocus)."""
-    sess = session(classifier_dir / "model.onnx")
+    sess = open_session(classifier_dir / "model.onnx", threads=2)
     votes = np.zeros(4, dtype=int)
     for image in _real_images(paths):
         tiles = [

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -20,8 +19,9 @@ from models.manifest import (
     load_manifest,
     write_manifest,
 )
+from models.runtime import VERSION as ORT_VERSION
+from models.runtime import open_session
 from models.training.networks import BlurClassifier, SRResNet, UNetDeblur
-from models.training.ort_session import session
 from models.training.tasks import TaskConfig
 
 OPSET = 17
@@ -98,7 +98,7 @@ def export_onnx(model: nn.Module, config: TaskConfig, path: Path, side: int = 64
 
 def parity(model: nn.Module, path: Path, shapes: list[tuple[int, int, int, int]]) -> float:
     """Largest absolute difference between torch and ONNX Runtime outputs over ``shapes``."""
-    sess = session(path)
+    sess = open_session(path, threads=2)
     worst = 0.0
     rng = np.random.default_rng(0)
     for shape in shapes:
@@ -121,7 +121,7 @@ def throughput(path: Path, config: TaskConfig, repeats: int = 5) -> dict[str, fl
     pixels per side (``core_mpx_per_s`` counts only the ``tile_px`` core kept after the halo
     is cropped). Classifier: input megapixels per second on a batch of 16 tiles.
     """
-    sess = session(path)
+    sess = open_session(path, threads=2)
     if config.kind == "classifier":
         shape = (16, config.channels, config.tile_px, config.tile_px)
     else:
@@ -171,7 +171,7 @@ def write_model_folder(
         "checkpoint": CHECKPOINT_FILE,
         "size_multiple": 8,
         "onnx_parity_max_abs_diff": worst,
-        "throughput": {**speed, "threads": 2, "runtime": f"onnxruntime {ort.__version__}"},
+        "throughput": {**speed, "threads": 2, "runtime": f"onnxruntime {ORT_VERSION}"},
     }
     if config.kind == "classifier":
         extras["classes"] = list(BLUR_CLASSES)

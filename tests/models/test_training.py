@@ -7,9 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from models.manifest import file_sha256, load_manifest  # noqa: E402
+from models.runtime import open_session  # noqa: E402
 from models.training.export import build_network, load_checkpoint, parity  # noqa: E402
 from models.training.networks import PatchCritic  # noqa: E402
-from models.training.ort_session import session  # noqa: E402
 from models.training.tasks import TASKS, TaskConfig  # noqa: E402
 from models.training.trainer import TrainOptions, train  # noqa: E402
 
@@ -91,8 +91,8 @@ def test_a_few_training_steps_then_export_round_trip(
     shapes = [(1, config.channels, 32, 32), (2, config.channels, 24, 40)]
     assert parity(model, tmp_path / "model.onnx", shapes) < 1e-4
     x = np.random.default_rng(0).random((1, config.channels, 40, 56), dtype=np.float32)
-    outputs = session(tmp_path / "model.onnx").run(None, {"image": x})
-    assert [o.name for o in session(tmp_path / "model.onnx").get_outputs()] == (
+    outputs = open_session(tmp_path / "model.onnx").run(None, {"image": x})
+    assert [o.name for o in open_session(tmp_path / "model.onnx").get_outputs()] == (
         manifest.output_names
     )
     if config.kind == "classifier":
