@@ -35,11 +35,9 @@ def _fresh_connections(**_: Any) -> None:
 
 
 def _provider() -> str:
-    import onnxruntime
+    from models.runtime import available_providers
 
-    available = onnxruntime.get_available_providers()
-    wanted = [p for p in get_settings().ort_providers if p in available]
-    return wanted[0] if wanted else "CPUExecutionProvider"
+    return available_providers(get_settings().ort_providers)[0]
 
 
 @worker_ready.connect
