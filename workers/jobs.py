@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import shutil
 import time
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from models.registry import get_model
 from workers.engine import omezarr, pipeline
-from workers.engine.readers import ReaderLimits, SlideReader, open_slide
+from workers.engine.readers import ReaderLimits, SlideReader, open_slide_cached
 from workers.engine.tissue import TissueMap
 from workers.layout import job_paths
 from workers.planning import grid_from_params
@@ -20,14 +18,10 @@ from workers.store import ACTIVE_STATES, Store
 SOFTWARE = "slide-restore 0.1.0"
 
 
-@lru_cache(maxsize=4)
-def _reader(path: str, max_slide_pixels: int, max_plain_pixels: int) -> SlideReader:
-    return open_slide(Path(path), ReaderLimits(max_slide_pixels, max_plain_pixels))
-
-
 def reader_for(settings: Settings, slide: dict[str, Any]) -> SlideReader:
     """The slide's reader, kept open per worker process."""
-    return _reader(slide["path"], settings.max_slide_pixels, settings.max_plain_image_pixels)
+    limits = ReaderLimits(settings.max_slide_pixels, settings.max_plain_image_pixels)
+    return open_slide_cached(slide["path"], limits)
 
 
 def _model(settings: Settings, name: str) -> Any:

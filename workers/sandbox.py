@@ -11,7 +11,6 @@ import multiprocessing
 import resource
 import threading
 import zipfile
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from PIL import Image
 
 from workers.engine import dzi
 from workers.engine.archives import unpack_slide_zip
-from workers.engine.readers import ReaderLimits, SlideReader, open_slide
+from workers.engine.readers import ReaderLimits, SlideReader, open_slide, open_slide_cached
 from workers.engine.thumbnails import read_thumbnail
 from workers.errors import InvalidInput, RestoreError, TooLarge
 from workers.layout import SlidePaths
@@ -30,11 +29,6 @@ THUMBNAIL_PX = 1024
 def _limit_memory(memory_mb: int) -> None:
     limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-
-@lru_cache(maxsize=4)
-def _cached_reader(path: str, max_slide_pixels: int, max_plain_pixels: int) -> SlideReader:
-    return open_slide(Path(path), ReaderLimits(max_slide_pixels, max_plain_pixels))
 
 
 def inspect_upload(
@@ -92,14 +86,14 @@ def _info_dict(reader: SlideReader) -> dict[str, Any]:
 
 def render_input_tile(path: str, limits: tuple[int, int], level: int, col: int, row: int) -> bytes:
     """JPEG bytes of one DZI tile of an input slide."""
-    reader = _cached_reader(path, *limits)
+    reader = open_slide_cached(path, ReaderLimits(*limits))
     zoom = dzi.DeepZoom(reader.info.width, reader.info.height)
     return dzi.encode(dzi.render_tile(reader, zoom, level, col, row))
 
 
 def render_thumbnail(path: str, limits: tuple[int, int], max_px: int) -> bytes:
     """PNG bytes of a thumbnail of an input slide."""
-    reader = _cached_reader(path, *limits)
+    reader = open_slide_cached(path, ReaderLimits(*limits))
     thumbnail, _ = read_thumbnail(reader, max_px)
     return dzi.encode(thumbnail, "png")
 

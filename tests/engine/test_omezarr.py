@@ -12,6 +12,7 @@ from tests.engine.fakes import ArrayReader
 from workers.engine import dzi, omezarr
 from workers.engine.geometry import Box
 from workers.engine.pipeline import finish_output
+from workers.errors import NotFound
 
 
 def make_output(tmp_path: Path, image: np.ndarray, mpp=(0.5, 0.5)) -> Path:
@@ -69,7 +70,7 @@ def test_dzi_tiles_come_from_the_pyramid(tmp_path: Path) -> None:
     assert np.array_equal(top, image[0:255, 253:509])
     assert dzi.render_tile(reader, zoom, 0, 0, 0).shape == (1, 1, 3)
     assert 'TileSize="254"' in zoom.xml()
-    with pytest.raises(Exception, match="no tile"):
+    with pytest.raises(NotFound, match="no tile"):
         dzi.render_tile(reader, zoom, 10, 9, 9)
 
 

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from models.registry import discover, get_model
@@ -35,12 +36,13 @@ def test_scale_is_applied_to_the_crop(tmp_path: Path) -> None:
     assert model(np.zeros((1, 3, 33, 17), np.float32)).shape == (1, 3, 66, 34)
 
 
-def test_missing_cuda_falls_back_to_cpu(tmp_path: Path) -> None:
+def test_cuda_is_used_when_present_and_cpu_otherwise(tmp_path: Path) -> None:
     identity_model(tmp_path)
-    model = load_model(
-        get_model([tmp_path], "identity"), ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    )
-    assert model.provider in ("CUDAExecutionProvider", "CPUExecutionProvider")
+    wanted = ["NoSuchExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    model = load_model(get_model([tmp_path], "identity"), wanted)
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    assert model.provider == ("CUDAExecutionProvider" if has_cuda else "CPUExecutionProvider")
+    assert model.session.get_providers()[0] == model.provider
 
 
 def test_tampered_model_file_is_refused(tmp_path: Path) -> None:

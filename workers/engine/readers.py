@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import tifffile
+from PIL import Image
 
 from workers.errors import InvalidInput, TooLarge, UnsupportedFormat
 
@@ -125,7 +128,6 @@ class TiffReader:
     """OME-TIFF and plain (tiled or striped, pyramidal or not) TIFF through tifffile."""
 
     def __init__(self, path: Path, limits: ReaderLimits) -> None:
-        import tifffile
         import zarr
 
         self._tif = tifffile.TiffFile(str(path))
@@ -196,8 +198,6 @@ class ImageReader:
     """PNG, JPEG and other single-resolution images, decoded once into memory."""
 
     def __init__(self, path: Path, limits: ReaderLimits) -> None:
-        from PIL import Image
-
         Image.MAX_IMAGE_PIXELS = None
         with Image.open(path) as image:
             width, height = image.size
@@ -229,11 +229,8 @@ class ImageReader:
         self._pixels = np.zeros((0, 0, 3), dtype=np.uint8)
 
 
-def _pil_to_array_ready(image: object) -> object:
+def _pil_to_array_ready(image: Image.Image) -> Image.Image:
     """Bring palette, 16-bit and alpha images into modes numpy converts meaningfully."""
-    from PIL import Image
-
-    assert isinstance(image, Image.Image)
     if image.mode in ("RGB", "L", "I;16", "I;16B", "I;16L"):
         return image
     if image.mode in ("RGBA", "LA", "P", "PA"):
@@ -252,11 +249,8 @@ def _float_or_none(value: str | None) -> float | None:
     return number if number and math.isfinite(number) and number > 0 else None
 
 
-def _tiff_mpp(tif: object) -> tuple[float | None, float | None]:
+def _tiff_mpp(tif: tifffile.TiffFile) -> tuple[float | None, float | None]:
     """Microns per pixel from OME metadata or the TIFF resolution tags."""
-    import tifffile
-
-    assert isinstance(tif, tifffile.TiffFile)
     if tif.is_ome and tif.ome_metadata:
         meta = tifffile.xml2dict(tif.ome_metadata).get("OME", {})
         image = meta.get("Image", {})
@@ -307,6 +301,12 @@ def open_slide(path: Path, limits: ReaderLimits | None = None) -> SlideReader:
     return reader
 
 
+@lru_cache(maxsize=4)
+def open_slide_cached(path: str, limits: ReaderLimits) -> SlideReader:
+    """The same reader for repeated reads of a slide within one process."""
+    return open_slide(Path(path), limits)
+
+
 def _choose_reader(path: Path, limits: ReaderLimits, is_tiff: bool) -> SlideReader:
     import openslide
 
@@ -317,7 +317,7 @@ def _choose_reader(path: Path, limits: ReaderLimits, is_tiff: bool) -> SlideRead
         return OpenSlideReader(path)
     if is_tiff:
         return TiffReader(path, limits)
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
         with Image.open(path) as probe:
@@ -337,7 +337,5 @@ def _looks_like_tiff(path: Path) -> bool:
 
 
 def _is_ome_tiff(path: Path) -> bool:
-    import tifffile
-
     with tifffile.TiffFile(str(path)) as tif:
         return bool(tif.is_ome)
