@@ -60,6 +60,9 @@ class ModelManifest(BaseModel):
     size_multiple: int = Field(
         default=1, ge=1, description="input height and width must be multiples of this"
     )
+    min_size_px: int = Field(
+        default=1, ge=1, description="smaller inputs are mirror-padded up to this side"
+    )
     value_range: tuple[float, float] = (0.0, 1.0)
     description: str = ""
     training: TrainingRecord | None = None

@@ -44,15 +44,15 @@ class OnnxModel:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Run the model's first output on an RGB batch of any height and width.
 
-        Inputs are mirror-padded up to the model's ``size_multiple`` and outputs cropped back;
-        a 1-channel model restores each channel independently.
+        Inputs are mirror-padded up to the model's ``min_size_px`` and ``size_multiple`` and
+        outputs cropped back; a 1-channel model restores each channel independently.
         """
         count, channels, height, width = batch.shape
         if self.manifest.in_channels == 1 and channels != 1:
             folded = self(batch.reshape(count * channels, 1, height, width))
             return folded.reshape(count, channels, *folded.shape[2:])
-        multiple = self.manifest.size_multiple
-        pad_h, pad_w = -height % multiple, -width % multiple
+        multiple, least = self.manifest.size_multiple, self.manifest.min_size_px
+        pad_h, pad_w = (_padded_side(side, least, multiple) - side for side in (height, width))
         if pad_h or pad_w:
             batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="symmetric")
         outputs = self.session.run(
@@ -69,6 +69,12 @@ class OnnxModel:
 
 
 @lru_cache(maxsize=8)
+def _padded_side(side: int, least: int, multiple: int) -> int:
+    """The smallest length >= ``side`` and >= ``least`` that is a multiple of ``multiple``."""
+    target = max(side, least)
+    return target + (-target % multiple)
+
+
 def _load_cached(
     directory: str, sha256: str, providers: tuple[str, ...], threads: int
 ) -> OnnxModel:

@@ -91,6 +91,31 @@ def blocky_identity_model(root: Path, name: str = "blocky", multiple: int = 8) -
     )
 
 
+def small_input_refusing_model(root: Path, name: str = "needs-64", least: int = 64) -> Path:
+    """An identity that returns zeros for inputs under ``least`` px high (like a model whose
+    estimator needs context); its manifest asks the runtime to pad up to ``least``."""
+    x, y = _io()
+    least_t = numpy_helper.from_array(np.array([least], dtype=np.int64), "least")
+    nodes = [
+        helper.make_node("Shape", ["image"], ["shape"], start=2, end=3),
+        helper.make_node("GreaterOrEqual", ["shape", "least"], ["big_enough"]),
+        helper.make_node("Cast", ["big_enough"], ["gate"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["image", "gate"], ["output"]),
+    ]
+    graph = helper.make_graph(nodes, name, [x], [y], [least_t])
+    return _save(
+        graph,
+        root / name,
+        name=name,
+        version="test",
+        task="identity",
+        output_names=["output"],
+        tile_px=64,
+        halo_px=0,
+        min_size_px=least,
+    )
+
+
 def grey_doubling_model(root: Path, name: str = "grey-x2") -> Path:
     """A 1-channel model that doubles its input (checks channel folding)."""
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 1, "h", "w"])

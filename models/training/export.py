@@ -21,7 +21,13 @@ from models.manifest import (
 )
 from models.runtime import VERSION as ORT_VERSION
 from models.runtime import open_session
-from models.training.networks import BlurClassifier, SRResNet, UNetDeblur
+from models.training.networks import (
+    BlurClassifier,
+    DefocusUNet,
+    SRResNet,
+    UNetDeblur,
+    WienerUNet,
+)
 from models.training.tasks import TaskConfig
 
 OPSET = 17
@@ -29,6 +35,8 @@ MODEL_FILE = "model.onnx"
 CHECKPOINT_FILE = "checkpoint.pt"
 NETWORKS: dict[str, type[nn.Module]] = {
     "unet": UNetDeblur,
+    "wiener-unet": WienerUNet,
+    "defocus-unet": DefocusUNet,
     "srresnet": SRResNet,
     "classifier": BlurClassifier,
 }
@@ -158,7 +166,7 @@ def write_model_folder(
     onnx_path = out_dir / MODEL_FILE
     export_onnx(model, config, onnx_path)
     s = config.scale
-    shapes = [(1, config.channels, 64, 64), (2, config.channels, 48, 80)]
+    shapes = [(1, config.channels, 64, 64), (2, config.channels, 72, 96)]
     worst = parity(model, onnx_path, shapes)
     if worst > 1e-3:
         raise AssertionError(f"ONNX output differs from torch by {worst}")
@@ -170,6 +178,7 @@ def write_model_folder(
         "network": {"name": config.network, **config.network_kwargs},
         "checkpoint": CHECKPOINT_FILE,
         "size_multiple": 8,
+        "min_size_px": getattr(model, "min_size_px", 1),
         "onnx_parity_max_abs_diff": worst,
         "throughput": {**speed, "threads": 2, "runtime": f"onnxruntime {ORT_VERSION}"},
     }

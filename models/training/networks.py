@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.training.deconvolution import DefocusWiener, MotionWiener
+
 
 def conv3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     """3x3 convolution with 'same' padding."""
@@ -34,12 +36,14 @@ class UNetDeblur(nn.Module):
     Height and width must be multiples of ``2 ** levels``.
     """
 
-    def __init__(self, channels: int = 3, base: int = 24, levels: int = 3) -> None:
+    def __init__(
+        self, channels: int = 3, base: int = 24, levels: int = 3, in_channels: int | None = None
+    ) -> None:
         super().__init__()
         self.channels = channels
         self.levels = levels
         widths = [base * 2**i for i in range(levels)]
-        self.head = DoubleConv(channels * 4, widths[0])
+        self.head = DoubleConv((in_channels or channels) * 4, widths[0])
         self.down = nn.ModuleList(
             nn.Sequential(conv3(widths[i], widths[i + 1], stride=2), nn.LeakyReLU(0.1, True))
             for i in range(levels - 1)
@@ -53,7 +57,11 @@ class UNetDeblur(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Return the restored image, same shape as the input."""
-        x = self.head(F.pixel_unshuffle(image, 2))
+        return self.residual(image, image)
+
+    def residual(self, features: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        """``start`` plus the correction computed from ``features`` (``in_channels``)."""
+        x = self.head(F.pixel_unshuffle(features, 2))
         skips = [x]
         for down, enc in zip(self.down, self.enc, strict=True):
             x = enc(down(x))
@@ -63,7 +71,7 @@ class UNetDeblur(nn.Module):
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
             x = F.leaky_relu(self.up[i](x), 0.1)
             x = self.dec[i](torch.cat([x, skips[i]], dim=1))
-        return image + F.pixel_shuffle(self.tail(x), 2)
+        return start + F.pixel_shuffle(self.tail(x), 2)
 
 
 class ResBlock(nn.Module):
@@ -154,3 +162,93 @@ class PatchCritic(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Return a map of patch scores (logits)."""
         return self.net(image)
+
+
+class WienerUNet(nn.Module):
+    """Motion deblurring: blind Wiener deconvolution, then a U-Net that removes its artefacts.
+
+    :class:`MotionWiener` estimates the box PSF and deconvolves with a sharp (weakly
+    regularised, noisy) and a smooth balance; the U-Net sees the blurred input, both Wiener
+    estimates and the estimated length, and outputs a correction to the smooth estimate
+    (ringing, amplified noise, estimation errors). Inputs must be at least
+    ``min_size_px`` on each side.
+    """
+
+    def __init__(self, channels: int = 3, base: int = 24, levels: int = 3) -> None:
+        super().__init__()
+        self.deconvolve = MotionWiener()
+        self.min_size_px = self.deconvolve.min_size_px
+        self.refine = UNetDeblur(channels, base, levels, in_channels=3 * channels + 1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Return the restored image, same shape as the input."""
+        with torch.no_grad():
+            (sharp, smooth), length, _ = self.deconvolve(image)
+            sharp, smooth = sharp.clamp(-0.25, 1.25), smooth.clamp(-0.25, 1.25)
+        scale = (length / self.deconvolve.max_length)[:, None, None, None]
+        extra = torch.ones_like(image[:, :1]) * scale
+        return self.refine.residual(torch.cat([image, sharp, smooth, extra], dim=1), smooth)
+
+
+class DefocusEstimator(nn.Module):
+    """Per-image defocus PSF estimate: radius in px and the weight of the disk (vs Gaussian).
+
+    Strided convolutions, mean and max pooling over the whole tile, so it accepts any size;
+    the radius is bounded to ``[0.5, max_radius]``.
+    """
+
+    def __init__(self, channels: int = 3, width: int = 16, max_radius: float = 11.0) -> None:
+        super().__init__()
+        self.max_radius = max_radius
+        widths = [width, width * 2, width * 4, width * 4]
+        layers: list[nn.Module] = []
+        prev = channels
+        for w in widths:
+            layers += [conv3(prev, w, stride=2), nn.LeakyReLU(0.1, True)]
+            layers += [conv3(w, w), nn.LeakyReLU(0.1, True)]
+            prev = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(prev * 2, 2)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(radius [N], disk_weight [N], disk_logit [N])``."""
+        f = self.features(image - 0.5)
+        out = self.head(torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1))
+        radius = 0.5 + (self.max_radius - 0.5) * torch.sigmoid(out[:, 0])
+        return radius, torch.sigmoid(out[:, 1]), out[:, 1]
+
+
+class DefocusUNet(nn.Module):
+    """Defocus deblurring: estimate the PSF, Wiener-deconvolve with it, refine with a U-Net.
+
+    The estimator is trained through the (differentiable) Wiener stage and, in training,
+    also directly against the true radius and PSF family (:meth:`auxiliary_loss`). The U-Net
+    sees the blurred input, a sharp and a smooth Wiener estimate and the estimated radius
+    and disk weight, and outputs a correction to the smooth estimate.
+    """
+
+    def __init__(self, channels: int = 3, base: int = 24, levels: int = 3) -> None:
+        super().__init__()
+        self.estimator = DefocusEstimator(channels)
+        self.deconvolve = DefocusWiener()
+        self.refine = UNetDeblur(channels, base, levels, in_channels=3 * channels + 2)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Return the restored image, same shape as the input."""
+        radius, disk_weight, _ = self.estimator(image)
+        sharp, smooth = self.deconvolve(image, radius, disk_weight)
+        sharp, smooth = sharp.clamp(-0.25, 1.25), smooth.clamp(-0.25, 1.25)
+        ones = torch.ones_like(image[:, :1])
+        maps = [ones * (radius / self.estimator.max_radius)[:, None, None, None]]
+        maps.append(ones * disk_weight[:, None, None, None])
+        features = torch.cat([image, sharp, smooth, *maps], dim=1)
+        return self.refine.residual(features, smooth)
+
+    def auxiliary_loss(self, image: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
+        """Supervise the estimator: L1 on the radius (px) and BCE on disk vs Gaussian.
+
+        ``blur`` is ``[N, 2]``: true radius (for a Gaussian, 2 sigma) and 1.0 for a disk.
+        """
+        radius, _, logit = self.estimator(image)
+        l1 = (radius - blur[:, 0]).abs().mean()
+        return 0.05 * l1 + 0.05 * F.binary_cross_entropy_with_logits(logit, blur[:, 1])

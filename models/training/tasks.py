@@ -178,8 +178,12 @@ class TaskConfig:
     min_tissue: float = 0.25
 
     def make_batch(self, pool: ImagePool, rng: np.random.Generator, size: int) -> dict:
-        """A batch of NCHW float32 arrays: ``input``, ``target`` (+ ``label``, ``extent``)."""
-        inputs, targets, labels, extents = [], [], [], []
+        """A batch of NCHW float32 arrays: ``input``, ``target`` and more.
+
+        Blur generators also get ``blur`` ``[N, 2]`` (defocus radius, 1.0 for a disk); the
+        classifier gets ``label`` and ``extent``.
+        """
+        inputs, targets, labels, extents, blurs = [], [], [], [], []
         m = self.margin_px
         for _ in range(size):
             sharp = augment(pool.random_crop(self.crop_px + 2 * m, rng), rng, self.transpose)
@@ -189,6 +193,8 @@ class TaskConfig:
                 extents.append(deg.psf_extent_px(params.psf()) if label else 0.0)
             else:
                 params = self.sample(rng)
+            if isinstance(params, BlurParams):
+                blurs.append([params.defocus_radius_px, float(params.defocus_kind == "disk")])
             degraded = params.apply(sharp, rng)
             lm = m // self.scale
             lc = self.crop_px // self.scale
@@ -198,6 +204,8 @@ class TaskConfig:
             "input": np.stack(inputs).transpose(0, 3, 1, 2).astype(np.float32),
             "target": np.stack(targets).transpose(0, 3, 1, 2).astype(np.float32),
         }
+        if blurs and self.kind == "generator":
+            batch["blur"] = np.array(blurs, dtype=np.float32)
         if self.kind == "classifier":
             batch["label"] = np.array(labels, dtype=np.int64)
             batch["extent"] = np.array(extents, dtype=np.float32)[:, None]
@@ -209,16 +217,16 @@ TASKS: dict[str, TaskConfig] = {
         name="deblur-motion",
         task="deblur-motion",
         kind="generator",
-        network="unet",
+        network="wiener-unet",
         network_kwargs={"channels": 3, "base": 24, "levels": 3},
         channels=3,
         scale=1,
-        crop_px=64,
-        margin_px=32,
-        batch=24,
+        crop_px=160,
+        margin_px=24,
+        batch=8,
         lr=1e-3,
         tile_px=512,
-        halo_px=32,
+        halo_px=64,
         transpose=False,
         data=HE_DATA,
         sample=sample_motion,
@@ -235,13 +243,13 @@ TASKS: dict[str, TaskConfig] = {
         name="deblur-defocus",
         task="deblur-defocus",
         kind="generator",
-        network="unet",
+        network="defocus-unet",
         network_kwargs={"channels": 3, "base": 24, "levels": 3},
         channels=3,
         scale=1,
-        crop_px=64,
-        margin_px=32,
-        batch=24,
+        crop_px=160,
+        margin_px=24,
+        batch=8,
         lr=1e-3,
         tile_px=512,
         halo_px=32,

@@ -87,6 +87,9 @@ def _step_loss(
         return loss, terms, None
     output = model(batch["input"])
     loss, terms = restoration_loss(output, batch["target"])
+    if "blur" in batch and hasattr(model, "auxiliary_loss"):
+        auxiliary = model.auxiliary_loss(batch["input"], batch["blur"])
+        loss, terms = loss + auxiliary, {**terms, "estimator": auxiliary.item()}
     return loss, terms, output
 
 

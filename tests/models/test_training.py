@@ -15,6 +15,8 @@ from models.training.trainer import TrainOptions, train  # noqa: E402
 
 TINY = {
     "unet": {"base": 4, "levels": 3},
+    "wiener-unet": {"base": 4, "levels": 3},
+    "defocus-unet": {"base": 4, "levels": 3},
     "srresnet": {"width": 8, "blocks": 1},
     "classifier": {"width": 4},
 }
@@ -22,7 +24,7 @@ TINY = {
 
 def tiny(name: str) -> TaskConfig:
     config = TASKS[name]
-    crop = 32 if config.scale == 1 else 16 * config.scale
+    crop = 64 if config.scale == 1 else 16 * config.scale
     return dataclasses.replace(
         config,
         network_kwargs={**config.network_kwargs, **TINY[config.network]},
@@ -88,9 +90,9 @@ def test_a_few_training_steps_then_export_round_trip(
     assert manifest.training and manifest.training.command
     model, payload = load_checkpoint(tmp_path / "checkpoint.pt")
     assert payload["task"] == name
-    shapes = [(1, config.channels, 32, 32), (2, config.channels, 24, 40)]
+    shapes = [(1, config.channels, 64, 64), (2, config.channels, 72, 96)]
     assert parity(model, tmp_path / "model.onnx", shapes) < 1e-4
-    x = np.random.default_rng(0).random((1, config.channels, 40, 56), dtype=np.float32)
+    x = np.random.default_rng(0).random((1, config.channels, 64, 88), dtype=np.float32)
     outputs = open_session(tmp_path / "model.onnx").run(None, {"image": x})
     assert [o.name for o in open_session(tmp_path / "model.onnx").get_outputs()] == (
         manifest.output_names
@@ -99,7 +101,7 @@ def test_a_few_training_steps_then_export_round_trip(
         assert outputs[0].shape == (1, 4) and outputs[1].shape == (1, 1)
     else:
         s = config.scale
-        assert outputs[0].shape == (1, config.channels, 40 * s, 56 * s)
+        assert outputs[0].shape == (1, config.channels, 64 * s, 88 * s)
 
 
 def test_training_is_seeded_and_resumable(image_folder: Path, tmp_path: Path) -> None:

@@ -46,7 +46,8 @@ def test_onnx_runs_with_the_contract_shapes(name: str) -> None:
         assert logits.shape == (2, len(BLUR_CLASSES)) and extent.shape == (2, 1)
         assert (extent >= 0).all()
     else:
-        for h, w in ((64, 64), (40, 72)):
+        least = manifest.min_size_px
+        for h, w in ((max(64, least), max(64, least)), (max(40, least), 72 + least // 8 * 8)):
             x = rng.random((1, manifest.in_channels, h, w), dtype=np.float32)
             (out,) = sess.run(None, {manifest.input_name: x})
             s = manifest.scale

@@ -10,6 +10,7 @@ from tests.fixtures import (
     blocky_identity_model,
     grey_doubling_model,
     identity_model,
+    small_input_refusing_model,
     upscale_model,
 )
 from workers.errors import ModelUnavailable
@@ -21,6 +22,15 @@ def test_sizes_are_padded_to_the_models_multiple_and_cropped_back(tmp_path: Path
     batch = np.random.default_rng(0).random((2, 3, 100, 75), dtype=np.float32)
     assert np.array_equal(model(batch), batch)
     assert model.provider == "CPUExecutionProvider"
+
+
+def test_inputs_smaller_than_the_models_minimum_are_padded_up_to_it(tmp_path: Path) -> None:
+    small_input_refusing_model(tmp_path, least=64)
+    model = load_model(get_model([tmp_path], "needs-64"), ["CPUExecutionProvider"])
+    batch = np.random.default_rng(2).random((2, 3, 20, 30), dtype=np.float32)
+    assert np.array_equal(model(batch), batch)
+    direct = model.session.run(None, {"image": batch})[0]
+    assert not direct.any()  # the fixture really refuses small inputs
 
 
 def test_one_channel_models_restore_each_channel(tmp_path: Path) -> None:

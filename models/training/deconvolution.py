@@ -1,0 +1,172 @@
+"""Deconvolution front ends with no trained weights, exportable to ONNX.
+
+Each is plain tensor algebra (MatMul, Cos, Gather, elementwise), so the whole generator
+that uses it exports to one ONNX graph with dynamic batch, height and width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MotionWiener(nn.Module):
+    """Blind 1-D motion deconvolution: estimate the box PSF, then Wiener-filter along its axis.
+
+    No trained weights. The blur axis (x or y) and length come from the autocorrelation of
+    the luminance gradient, which for a box of length L has a negative peak at lag L
+    (``d(x) = (s(x) - s(x - L)) / L``); the peak is refined to sub-pixel by a parabola.
+    Short blurs (under ~8 px) on smooth texture tend to be overestimated by 1-3 px. The
+    Wiener filter ``H / (H^2 + balance)`` of the area-rasterised box is applied along the
+    estimated axis of the mirror-padded image as a circulant matrix product, which is the
+    same operation as an FFT Wiener filter but needs only MatMul, Cos and Gather, so it
+    exports to ONNX with dynamic batch, height and width.
+    """
+
+    min_size_px = 64  # the estimator looks at lags up to max_length + 1; the padding needs 32
+
+    def __init__(self, max_length: int = 36, min_length: int = 3, pad: int = 32) -> None:
+        super().__init__()
+        self.max_length, self.min_length, self.pad = max_length, min_length, pad
+        half = max_length // 2 + 1
+        self.register_buffer("offsets", torch.arange(-half, half + 1).float(), persistent=False)
+
+    def estimate(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image: ``(length_px [N], horizontal [N] as 1.0 / 0.0)``."""
+        grey = image.mean(dim=1)
+        scores = []
+        for axis in (2, 1):  # x then y
+            n = grey.shape[axis] - 1
+            d = grey.narrow(axis, 1, n) - grey.narrow(axis, 0, n)
+            d = d - d.mean(dim=(1, 2), keepdim=True)
+            energy = (d * d).mean(dim=(1, 2)) + 1e-12
+            lags = []
+            for lag in range(1, self.max_length + 2):
+                a = d.narrow(axis, lag, d.shape[axis] - lag)
+                b = d.narrow(axis, 0, d.shape[axis] - lag)
+                lags.append((a * b).mean(dim=(1, 2)) / energy)
+            scores.append(torch.stack(lags, dim=1))  # [N, max_length + 1], index k = lag k+1
+        both = torch.stack(scores, dim=1)  # [N, 2, lags]
+        search = both[:, :, self.min_length - 1 : self.max_length]
+        best_value, best_index = search.min(dim=2)  # [N, 2]
+        horizontal = (best_value[:, 0] <= best_value[:, 1]).float()
+        axis_scores = both[:, 0] * horizontal[:, None] + both[:, 1] * (1 - horizontal[:, None])
+        k = best_index[:, 0] * horizontal.long() + best_index[:, 1] * (1 - horizontal.long())
+        k = k + self.min_length - 1  # index into axis_scores; lag = k + 1
+        centre = axis_scores.gather(1, k[:, None])[:, 0]
+        left = axis_scores.gather(1, (k - 1).clamp(min=0)[:, None])[:, 0]
+        right = axis_scores.gather(1, (k + 1)[:, None])[:, 0]
+        curvature = (left - 2 * centre + right).clamp(min=1e-6)
+        shift = (0.5 * (left - right) / curvature).clamp(-0.5, 0.5)
+        return (k.float() + 1 + shift).clamp(1.0, float(self.max_length)), horizontal
+
+    def box(self, length: torch.Tensor) -> torch.Tensor:
+        """Area-rasterised centred boxes ``[N, taps]`` of ``length`` px (as ``motion_psf``)."""
+        psf = (length[:, None] / 2 + 0.5 - self.offsets.abs()).clamp(0.0, 1.0)
+        return psf / psf.sum(dim=1, keepdim=True)
+
+    def circulant(self, psf: torch.Tensor, active: torch.Tensor, size: int, balance: float):
+        """Wiener matrices ``[N, 1, size, size]`` (identity where ``active`` is 0).
+
+        ``out = x @ M`` filters the rows of ``x`` circularly with ``H / (H^2 + balance)``.
+        """
+        m = torch.arange(size).float()
+        omega = 2 * torch.pi * m / size
+        response = psf @ torch.cos(self.offsets[:, None] * omega[None, :])  # [N, size]
+        gain = response / (response * response + balance)
+        gain = gain * active[:, None] + (1 - active[:, None])
+        taps = gain @ torch.cos(omega[:, None] * m[None, :]) / size  # [N, size]
+        idx = torch.arange(size)
+        index = torch.remainder(idx[None, :] - idx[:, None], size)
+        return taps[:, index][:, None]
+
+    def forward(
+        self, image: torch.Tensor, balances: tuple[float, ...] = (2e-3, 1e-2)
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Return ``([deconvolved image per balance], length_px [N], horizontal [N])``."""
+        length, horizontal = self.estimate(image)
+        psf = self.box(length)
+        padded = _mirror_pad(_mirror_pad(image, 3, self.pad), 2, self.pad)
+        rows, cols = padded.shape[2], padded.shape[3]
+        outs = []
+        for balance in balances:
+            out = padded @ self.circulant(psf, horizontal, cols, balance)
+            out = self.circulant(psf, 1 - horizontal, rows, balance).transpose(2, 3) @ out
+            top, left = (rows - image.shape[2]) // 2, (cols - image.shape[3]) // 2
+            outs.append(out.narrow(2, top, image.shape[2]).narrow(3, left, image.shape[3]))
+        return outs, length, horizontal
+
+
+def _mirror_pad(x: torch.Tensor, dim: int, pad: int) -> torch.Tensor:
+    """Symmetric extension (edge pixel repeated, as numpy's ``symmetric``) along ``dim``."""
+    n = x.shape[dim]
+    before = x.narrow(dim, 0, pad).flip(dim)
+    after = x.narrow(dim, n - pad, pad).flip(dim)
+    return torch.cat([before, x, after], dim=dim)
+
+
+def dct_matrix(size: int) -> torch.Tensor:
+    """Orthonormal DCT-II matrix ``[size, size]``: ``coefficients = D @ signal``."""
+    n = torch.arange(size).float()
+    k = n[:, None]
+    matrix = torch.cos(torch.pi * k * (2 * n[None, :] + 1) / (2 * size))
+    scale = torch.where(k == 0, torch.sqrt(1.0 / torch.tensor(size).float()), 0.0)
+    scale = scale + torch.where(k == 0, 0.0, torch.sqrt(2.0 / torch.tensor(size).float()))
+    return matrix * scale
+
+
+class DefocusWiener(nn.Module):
+    """Wiener deconvolution for symmetric 2-D PSFs (disk / Gaussian defocus), in the DCT domain.
+
+    The DCT-II diagonalises convolution with a symmetric kernel under half-sample
+    symmetric (mirror) boundary extension, the boundary the degradations use, so
+    ``D^T (W * (D X D^T)) D`` is an exact Wiener filter of the whole input with
+    ``W = H / (H^2 + balance)`` and ``H`` the PSF's cosine response. The PSF is built from
+    a radius and a disk weight (``disk_weight * disk(r) + (1 - disk_weight) * gauss(r/2)``),
+    both differentiable, so an estimator in front of it can be trained through it.
+    """
+
+    def __init__(self, half: int = 18) -> None:
+        super().__init__()
+        self.half = half
+        offsets = torch.arange(-half, half + 1).float()
+        distance = torch.sqrt(offsets[:, None] ** 2 + offsets[None, :] ** 2)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.register_buffer("distance", distance, persistent=False)
+
+    def psf(self, radius: torch.Tensor, disk_weight: torch.Tensor) -> torch.Tensor:
+        """PSFs ``[N, S, S]``: anti-aliased disk of ``radius`` mixed with Gaussian sigma r/2."""
+        r = radius[:, None, None]
+        disk = (r + 0.5 - self.distance).clamp(0.0, 1.0)
+        disk = disk / disk.sum(dim=(1, 2), keepdim=True)
+        sigma = (r / 2).clamp(min=0.25)
+        gauss = torch.exp(-(self.distance**2) / (2 * sigma**2))
+        gauss = gauss / gauss.sum(dim=(1, 2), keepdim=True)
+        w = disk_weight[:, None, None]
+        return w * disk + (1 - w) * gauss
+
+    def response(self, psf: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """Cosine response ``[N, 1, rows, cols]`` of symmetric PSFs at the DCT frequencies."""
+        wy = torch.pi * torch.arange(rows).float() / rows
+        wx = torch.pi * torch.arange(cols).float() / cols
+        cos_y = torch.cos(wy[:, None] * self.offsets[None, :])  # [rows, S]
+        cos_x = torch.cos(self.offsets[:, None] * wx[None, :])  # [S, cols]
+        return (cos_y @ psf @ cos_x)[:, None]
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        radius: torch.Tensor,
+        disk_weight: torch.Tensor,
+        balances: tuple[float, ...] = (2e-3, 1e-2),
+    ) -> list[torch.Tensor]:
+        """Deconvolved images, one per balance, same shape as ``image``."""
+        rows, cols = image.shape[2], image.shape[3]
+        d_rows, d_cols = dct_matrix(rows), dct_matrix(cols)
+        coefficients = d_rows @ image @ d_cols.transpose(0, 1)
+        h = self.response(self.psf(radius, disk_weight), rows, cols)
+        outs = []
+        for balance in balances:
+            gain = h / (h * h + balance)
+            outs.append(d_rows.transpose(0, 1) @ (coefficients * gain) @ d_cols)
+        return outs
