@@ -11,54 +11,29 @@ from torch import nn
 
 
 class MotionWiener(nn.Module):
-    """Blind 1-D motion deconvolution: estimate the box PSF, then Wiener-filter along its axis.
+    """1-D motion deconvolution along x or y, plus the statistics that reveal the blur.
 
-    No trained weights. The blur axis (x or y) and length come from the autocorrelation of
-    the luminance gradient, which for a box of length L has a negative peak at lag L
-    (``d(x) = (s(x) - s(x - L)) / L``); the peak is refined to sub-pixel by a parabola.
-    Short blurs (under ~8 px) on smooth texture tend to be overestimated by 1-3 px. The
+    :meth:`autocorrelation` gives the normalised autocorrelation of the luminance gradient
+    along x and along y: a box of length L leaves a negative peak at lag L
+    (``d(x) = (s(x) - s(x - L)) / L``), which a small learned head reads (texture of a
+    similar size blurs the peak, so a plain arg-min overestimates short blurs). The
     Wiener filter ``H / (H^2 + balance)`` of the area-rasterised box is applied along the
-    estimated axis of the mirror-padded image as a circulant matrix product, which is the
-    same operation as an FFT Wiener filter but needs only MatMul, Cos and Gather, so it
-    exports to ONNX with dynamic batch, height and width.
+    axis of the mirror-padded image as a circulant matrix product: the same operation as an
+    FFT Wiener filter, but only MatMul, Cos and Gather, so it exports to ONNX with dynamic
+    batch, height and width.
     """
 
-    min_size_px = 64  # the estimator looks at lags up to max_length + 1; the padding needs 32
+    min_size_px = 64  # lags up to max_length + 1 and a 32 px mirror pad
 
-    def __init__(self, max_length: int = 36, min_length: int = 3, pad: int = 32) -> None:
+    def __init__(self, max_length: int = 36, pad: int = 32) -> None:
         super().__init__()
-        self.max_length, self.min_length, self.pad = max_length, min_length, pad
+        self.max_length, self.pad = max_length, pad
         half = max_length // 2 + 1
         self.register_buffer("offsets", torch.arange(-half, half + 1).float(), persistent=False)
 
-    def estimate(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per image: ``(length_px [N], horizontal [N] as 1.0 / 0.0)``."""
-        grey = image.mean(dim=1)
-        scores = []
-        for axis in (2, 1):  # x then y
-            n = grey.shape[axis] - 1
-            d = grey.narrow(axis, 1, n) - grey.narrow(axis, 0, n)
-            d = d - d.mean(dim=(1, 2), keepdim=True)
-            energy = (d * d).mean(dim=(1, 2)) + 1e-12
-            lags = []
-            for lag in range(1, self.max_length + 2):
-                a = d.narrow(axis, lag, d.shape[axis] - lag)
-                b = d.narrow(axis, 0, d.shape[axis] - lag)
-                lags.append((a * b).mean(dim=(1, 2)) / energy)
-            scores.append(torch.stack(lags, dim=1))  # [N, max_length + 1], index k = lag k+1
-        both = torch.stack(scores, dim=1)  # [N, 2, lags]
-        search = both[:, :, self.min_length - 1 : self.max_length]
-        best_value, best_index = search.min(dim=2)  # [N, 2]
-        horizontal = (best_value[:, 0] <= best_value[:, 1]).float()
-        axis_scores = both[:, 0] * horizontal[:, None] + both[:, 1] * (1 - horizontal[:, None])
-        k = best_index[:, 0] * horizontal.long() + best_index[:, 1] * (1 - horizontal.long())
-        k = k + self.min_length - 1  # index into axis_scores; lag = k + 1
-        centre = axis_scores.gather(1, k[:, None])[:, 0]
-        left = axis_scores.gather(1, (k - 1).clamp(min=0)[:, None])[:, 0]
-        right = axis_scores.gather(1, (k + 1)[:, None])[:, 0]
-        curvature = (left - 2 * centre + right).clamp(min=1e-6)
-        shift = (0.5 * (left - right) / curvature).clamp(-0.5, 0.5)
-        return (k.float() + 1 + shift).clamp(1.0, float(self.max_length)), horizontal
+    def autocorrelation(self, image: torch.Tensor) -> torch.Tensor:
+        """``[N, 2, max_length + 1]`` curves of :func:`gradient_autocorrelation`."""
+        return gradient_autocorrelation(image, self.max_length + 1)
 
     def box(self, length: torch.Tensor) -> torch.Tensor:
         """Area-rasterised centred boxes ``[N, taps]`` of ``length`` px (as ``motion_psf``)."""
@@ -81,20 +56,46 @@ class MotionWiener(nn.Module):
         return taps[:, index][:, None]
 
     def forward(
-        self, image: torch.Tensor, balances: tuple[float, ...] = (2e-3, 1e-2)
-    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Return ``([deconvolved image per balance], length_px [N], horizontal [N])``."""
-        length, horizontal = self.estimate(image)
+        self,
+        image: torch.Tensor,
+        length: torch.Tensor,
+        horizontal: torch.Tensor,
+        balances: tuple[float, ...] = (2e-3, 1e-2),
+    ) -> list[torch.Tensor]:
+        """Deconvolved images, one per balance; ``horizontal`` in [0, 1] weighs x against y."""
         psf = self.box(length)
         padded = _mirror_pad(_mirror_pad(image, 3, self.pad), 2, self.pad)
         rows, cols = padded.shape[2], padded.shape[3]
+        top, left = (rows - image.shape[2]) // 2, (cols - image.shape[3]) // 2
         outs = []
         for balance in balances:
             out = padded @ self.circulant(psf, horizontal, cols, balance)
             out = self.circulant(psf, 1 - horizontal, rows, balance).transpose(2, 3) @ out
-            top, left = (rows - image.shape[2]) // 2, (cols - image.shape[3]) // 2
             outs.append(out.narrow(2, top, image.shape[2]).narrow(3, left, image.shape[3]))
-        return outs, length, horizontal
+        return outs
+
+
+def gradient_autocorrelation(image: torch.Tensor, lags: int) -> torch.Tensor:
+    """Normalised autocorrelation of the luminance gradient, ``[N, 2, lags]``.
+
+    Row 0 is along x (of d/dx), row 1 along y (of d/dy), for lags 1 .. ``lags``. Blur
+    shapes it: a box of length L leaves a dip at lag L along its axis; a disk or Gaussian
+    widens it equally along both axes.
+    """
+    grey = image.mean(dim=1)
+    curves = []
+    for axis in (2, 1):
+        n = grey.shape[axis] - 1
+        d = grey.narrow(axis, 1, n) - grey.narrow(axis, 0, n)
+        d = d - d.mean(dim=(1, 2), keepdim=True)
+        energy = (d * d).mean(dim=(1, 2)) + 1e-12
+        values = []
+        for lag in range(1, lags + 1):
+            a = d.narrow(axis, lag, d.shape[axis] - lag)
+            b = d.narrow(axis, 0, d.shape[axis] - lag)
+            values.append((a * b).mean(dim=(1, 2)) / energy)
+        curves.append(torch.stack(values, dim=1))
+    return torch.stack(curves, dim=1)
 
 
 def _mirror_pad(x: torch.Tensor, dim: int, pad: int) -> torch.Tensor:

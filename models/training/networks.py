@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.training.deconvolution import DefocusWiener, MotionWiener
+from models.training.deconvolution import DefocusWiener, MotionWiener, gradient_autocorrelation
 
 
 def conv3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -164,91 +164,123 @@ class PatchCritic(nn.Module):
         return self.net(image)
 
 
-class WienerUNet(nn.Module):
-    """Motion deblurring: blind Wiener deconvolution, then a U-Net that removes its artefacts.
+class CurveEstimator(nn.Module):
+    """A PSF parameter and a binary PSF property from gradient autocorrelation curves (MLP).
 
-    :class:`MotionWiener` estimates the box PSF and deconvolves with a sharp (weakly
-    regularised, noisy) and a smooth balance; the U-Net sees the blurred input, both Wiener
-    estimates and the estimated length, and outputs a correction to the smooth estimate
-    (ringing, amplified noise, estimation errors). Inputs must be at least
-    ``min_size_px`` on each side.
+    Used for motion (length, along x?) and defocus (radius, disk?); the value is bounded to
+    ``[min_value, max_value]``.
+    """
+
+    def __init__(
+        self, lags: int = 37, width: int = 128, max_value: float = 36.0, min_value: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.max_value, self.min_value = max_value, min_value
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * lags, width),
+            nn.LeakyReLU(0.1, True),
+            nn.Linear(width, width),
+            nn.LeakyReLU(0.1, True),
+            nn.Linear(width, 2),
+        )
+
+    def forward(self, curves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(value [N], property probability [N], property logit [N])``."""
+        out = self.mlp(curves.flatten(1))
+        value = self.min_value + (self.max_value - self.min_value) * torch.sigmoid(out[:, 0])
+        return value, torch.sigmoid(out[:, 1]), out[:, 1]
+
+
+class WienerUNet(nn.Module):
+    """Motion deblurring: estimate the box PSF, Wiener-deconvolve with it, refine with a U-Net.
+
+    A :class:`CurveEstimator` reads the blur length and axis from the gradient
+    autocorrelation; :class:`MotionWiener` deconvolves with a sharp (weakly
+    regularised, noisy) and a smooth balance. The U-Net sees the blurred input, both Wiener
+    estimates, the length and the axis, and outputs a correction to the smooth estimate
+    (ringing, amplified noise, estimation errors). The estimator learns from
+    :meth:`auxiliary_loss` only. Inputs must be at least ``min_size_px`` on each side.
     """
 
     def __init__(self, channels: int = 3, base: int = 24, levels: int = 3) -> None:
         super().__init__()
         self.deconvolve = MotionWiener()
         self.min_size_px = self.deconvolve.min_size_px
-        self.refine = UNetDeblur(channels, base, levels, in_channels=3 * channels + 1)
+        self.estimator = CurveEstimator(self.deconvolve.max_length + 1)
+        self.refine = UNetDeblur(channels, base, levels, in_channels=3 * channels + 2)
+
+    def estimate(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(length_px, horizontal probability, horizontal logit)`` per image."""
+        with torch.no_grad():
+            curves = self.deconvolve.autocorrelation(image)
+        return self.estimator(curves)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Return the restored image, same shape as the input."""
-        with torch.no_grad():
-            (sharp, smooth), length, _ = self.deconvolve(image)
-            sharp, smooth = sharp.clamp(-0.25, 1.25), smooth.clamp(-0.25, 1.25)
-        scale = (length / self.deconvolve.max_length)[:, None, None, None]
-        extra = torch.ones_like(image[:, :1]) * scale
-        return self.refine.residual(torch.cat([image, sharp, smooth, extra], dim=1), smooth)
+        length, horizontal, _ = self.estimate(image)
+        length, horizontal = length.detach(), horizontal.detach()
+        sharp, smooth = self.deconvolve(image, length, horizontal)
+        sharp, smooth = sharp.clamp(-0.25, 1.25), smooth.clamp(-0.25, 1.25)
+        ones = torch.ones_like(image[:, :1])
+        maps = [ones * (length / self.estimator.max_value)[:, None, None, None]]
+        maps.append(ones * horizontal[:, None, None, None])
+        features = torch.cat([image, sharp, smooth, *maps], dim=1)
+        return self.refine.residual(features, smooth)
 
+    def auxiliary_loss(self, image: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
+        """Supervise the estimator: L1 on the length (px) and BCE on the axis.
 
-class DefocusEstimator(nn.Module):
-    """Per-image defocus PSF estimate: radius in px and the weight of the disk (vs Gaussian).
-
-    Strided convolutions, mean and max pooling over the whole tile, so it accepts any size;
-    the radius is bounded to ``[0.5, max_radius]``.
-    """
-
-    def __init__(self, channels: int = 3, width: int = 16, max_radius: float = 11.0) -> None:
-        super().__init__()
-        self.max_radius = max_radius
-        widths = [width, width * 2, width * 4, width * 4]
-        layers: list[nn.Module] = []
-        prev = channels
-        for w in widths:
-            layers += [conv3(prev, w, stride=2), nn.LeakyReLU(0.1, True)]
-            layers += [conv3(w, w), nn.LeakyReLU(0.1, True)]
-            prev = w
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(prev * 2, 2)
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return ``(radius [N], disk_weight [N], disk_logit [N])``."""
-        f = self.features(image - 0.5)
-        out = self.head(torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1))
-        radius = 0.5 + (self.max_radius - 0.5) * torch.sigmoid(out[:, 0])
-        return radius, torch.sigmoid(out[:, 1]), out[:, 1]
+        ``blur`` is ``[N, 4]``; columns 2 and 3 are the true length and 1.0 for x.
+        """
+        length, _, logit = self.estimate(image)
+        l1 = (length - blur[:, 2]).abs().mean()
+        return 0.05 * l1 + 0.1 * F.binary_cross_entropy_with_logits(logit, blur[:, 3])
 
 
 class DefocusUNet(nn.Module):
     """Defocus deblurring: estimate the PSF, Wiener-deconvolve with it, refine with a U-Net.
 
-    The estimator is trained through the (differentiable) Wiener stage and, in training,
-    also directly against the true radius and PSF family (:meth:`auxiliary_loss`). The U-Net
-    sees the blurred input, a sharp and a smooth Wiener estimate and the estimated radius
-    and disk weight, and outputs a correction to the smooth estimate.
+    A :class:`CurveEstimator` reads the radius and the PSF family (disk or Gaussian) from
+    the gradient autocorrelation; it is trained against the true values
+    (:meth:`auxiliary_loss`), the U-Net against the sharp image. The U-Net sees the blurred
+    input, a sharp and a smooth Wiener estimate, the radius and the disk weight, and
+    outputs a correction to the smooth estimate.
     """
+
+    lags = 24  # a disk of radius 7 widens the gradient autocorrelation to about 14 px
 
     def __init__(self, channels: int = 3, base: int = 24, levels: int = 3) -> None:
         super().__init__()
-        self.estimator = DefocusEstimator(channels)
+        self.estimator = CurveEstimator(self.lags, max_value=11.0, min_value=0.5)
         self.deconvolve = DefocusWiener()
         self.refine = UNetDeblur(channels, base, levels, in_channels=3 * channels + 2)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Return the restored image, same shape as the input."""
-        radius, disk_weight, _ = self.estimator(image)
+        radius, disk_weight, _ = self.estimate(image)
+        # the estimator learns from auxiliary_loss only: gradients through the Wiener gain
+        # (up to 1 / balance) destabilised joint training
+        radius, disk_weight = radius.detach(), disk_weight.detach()
         sharp, smooth = self.deconvolve(image, radius, disk_weight)
         sharp, smooth = sharp.clamp(-0.25, 1.25), smooth.clamp(-0.25, 1.25)
         ones = torch.ones_like(image[:, :1])
-        maps = [ones * (radius / self.estimator.max_radius)[:, None, None, None]]
+        maps = [ones * (radius / self.estimator.max_value)[:, None, None, None]]
         maps.append(ones * disk_weight[:, None, None, None])
         features = torch.cat([image, sharp, smooth, *maps], dim=1)
         return self.refine.residual(features, smooth)
 
+    def estimate(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(radius_px, disk probability, disk logit)`` per image."""
+        with torch.no_grad():
+            curves = gradient_autocorrelation(image, self.lags)
+        return self.estimator(curves)
+
     def auxiliary_loss(self, image: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
         """Supervise the estimator: L1 on the radius (px) and BCE on disk vs Gaussian.
 
-        ``blur`` is ``[N, 2]``: true radius (for a Gaussian, 2 sigma) and 1.0 for a disk.
+        ``blur`` is ``[N, 4]``; columns 0 and 1 are the true radius (for a Gaussian,
+        2 sigma) and 1.0 for a disk.
         """
-        radius, _, logit = self.estimator(image)
+        radius, _, logit = self.estimate(image)
         l1 = (radius - blur[:, 0]).abs().mean()
-        return 0.05 * l1 + 0.05 * F.binary_cross_entropy_with_logits(logit, blur[:, 1])
+        return 0.2 * l1 + 0.1 * F.binary_cross_entropy_with_logits(logit, blur[:, 1])

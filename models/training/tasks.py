@@ -35,6 +35,12 @@ class BlurParams:
         defocus = deg.defocus_psf(self.defocus_radius_px, self.defocus_kind)
         return deg.combine_psfs(motion, defocus)
 
+    def labels(self) -> list[float]:
+        """Estimator targets: defocus radius, 1.0 for a disk, motion length, 1.0 along x."""
+        disk = float(self.defocus_kind == "disk")
+        along_x = float(abs(np.cos(np.deg2rad(self.motion_angle_deg))) > 0.5)
+        return [self.defocus_radius_px, disk, self.motion_length_px, along_x]
+
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Degrade a sharp image."""
         out = np.clip(deg.blur(image, self.psf(), self.noise_std, rng), 0.0, 1.0)
@@ -180,7 +186,7 @@ class TaskConfig:
     def make_batch(self, pool: ImagePool, rng: np.random.Generator, size: int) -> dict:
         """A batch of NCHW float32 arrays: ``input``, ``target`` and more.
 
-        Blur generators also get ``blur`` ``[N, 2]`` (defocus radius, 1.0 for a disk); the
+        Blur generators also get ``blur`` ``[N, 4]`` (:meth:`BlurParams.labels`); the
         classifier gets ``label`` and ``extent``.
         """
         inputs, targets, labels, extents, blurs = [], [], [], [], []
@@ -194,7 +200,7 @@ class TaskConfig:
             else:
                 params = self.sample(rng)
             if isinstance(params, BlurParams):
-                blurs.append([params.defocus_radius_px, float(params.defocus_kind == "disk")])
+                blurs.append(params.labels())
             degraded = params.apply(sharp, rng)
             lm = m // self.scale
             lc = self.crop_px // self.scale
