@@ -11,29 +11,21 @@ from torch import nn
 
 
 class MotionWiener(nn.Module):
-    """1-D motion deconvolution along x or y, plus the statistics that reveal the blur.
+    """1-D Wiener deconvolution of a box blur along x or y.
 
-    :meth:`autocorrelation` gives the normalised autocorrelation of the luminance gradient
-    along x and along y: a box of length L leaves a negative peak at lag L
-    (``d(x) = (s(x) - s(x - L)) / L``), which a small learned head reads (texture of a
-    similar size blurs the peak, so a plain arg-min overestimates short blurs). The
-    Wiener filter ``H / (H^2 + balance)`` of the area-rasterised box is applied along the
+    The Wiener filter ``H / (H^2 + balance)`` of the area-rasterised box is applied along the
     axis of the mirror-padded image as a circulant matrix product: the same operation as an
     FFT Wiener filter, but only MatMul, Cos and Gather, so it exports to ONNX with dynamic
     batch, height and width.
     """
 
-    min_size_px = 64  # lags up to max_length + 1 and a 32 px mirror pad
+    min_size_px = 64  # a 32 px mirror pad, and lags up to max_length + 1 in the estimator
 
     def __init__(self, max_length: int = 36, pad: int = 32) -> None:
         super().__init__()
         self.max_length, self.pad = max_length, pad
         half = max_length // 2 + 1
         self.register_buffer("offsets", torch.arange(-half, half + 1).float(), persistent=False)
-
-    def autocorrelation(self, image: torch.Tensor) -> torch.Tensor:
-        """``[N, 2, max_length + 1]`` curves of :func:`gradient_autocorrelation`."""
-        return gradient_autocorrelation(image, self.max_length + 1)
 
     def box(self, length: torch.Tensor) -> torch.Tensor:
         """Area-rasterised centred boxes ``[N, taps]`` of ``length`` px (as ``motion_psf``)."""
@@ -70,7 +62,8 @@ class MotionWiener(nn.Module):
         outs = []
         for balance in balances:
             out = padded @ self.circulant(psf, horizontal, cols, balance)
-            out = self.circulant(psf, 1 - horizontal, rows, balance).transpose(2, 3) @ out
+            # the matrices are symmetric (even PSF, real response): no transpose needed
+            out = self.circulant(psf, 1 - horizontal, rows, balance) @ out
             outs.append(out.narrow(2, top, image.shape[2]).narrow(3, left, image.shape[3]))
         return outs
 
@@ -79,8 +72,10 @@ def gradient_autocorrelation(image: torch.Tensor, lags: int) -> torch.Tensor:
     """Normalised autocorrelation of the luminance gradient, ``[N, 2, lags]``.
 
     Row 0 is along x (of d/dx), row 1 along y (of d/dy), for lags 1 .. ``lags``. Blur
-    shapes it: a box of length L leaves a dip at lag L along its axis; a disk or Gaussian
-    widens it equally along both axes.
+    shapes it: a box of length L leaves a dip at lag L along its axis
+    (``d(x) = (s(x) - s(x - L)) / L``); a disk or Gaussian widens it on both axes. Texture
+    of a similar size blurs the dip, so a plain arg-min overestimates short blurs; a small
+    learned head reads the curves instead.
     """
     grey = image.mean(dim=1)
     curves = []

@@ -210,10 +210,15 @@ class WienerUNet(nn.Module):
         self.refine = UNetDeblur(channels, base, levels, in_channels=3 * channels + 2)
 
     def estimate(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(length_px, horizontal probability, horizontal logit)`` per image."""
+        """``(length_px, horizontal probability, horizontal logit)`` per image.
+
+        The MLP's length is coarse (about +-1 px); it is refined to the sub-pixel position of
+        the autocorrelation dip within 2 lags of it, along the estimated axis.
+        """
         with torch.no_grad():
-            curves = self.deconvolve.autocorrelation(image)
-        return self.estimator(curves)
+            curves = gradient_autocorrelation(image, self.deconvolve.max_length + 1)
+        coarse, horizontal, logit = self.estimator(curves)
+        return refine_dip(curves, coarse.detach(), horizontal.detach()), horizontal, logit
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Return the restored image, same shape as the input."""
@@ -235,6 +240,27 @@ class WienerUNet(nn.Module):
         length, _, logit = self.estimate(image)
         l1 = (length - blur[:, 2]).abs().mean()
         return 0.05 * l1 + 0.1 * F.binary_cross_entropy_with_logits(logit, blur[:, 3])
+
+
+def refine_dip(curves: torch.Tensor, length: torch.Tensor, horizontal: torch.Tensor):
+    """Sub-pixel lag of the deepest autocorrelation dip within 2 lags of ``length``.
+
+    ``curves`` is ``[N, 2, lags]`` (x, y; index k holds lag k + 1); the axis is x where
+    ``horizontal`` > 0.5. A parabola through the minimum and its neighbours gives the
+    sub-pixel position.
+    """
+    lags = curves.shape[2]
+    along = torch.where(horizontal[:, None] > 0.5, curves[:, 0], curves[:, 1])
+    centre = torch.round(length).long().clamp(3, lags - 3) - 1  # index of lag round(L)
+    window = centre[:, None] + torch.arange(-2, 3)[None, :]
+    values = along.gather(1, window)
+    k = window.gather(1, values.argmin(dim=1, keepdim=True))[:, 0]
+    c = along.gather(1, k[:, None])[:, 0]
+    left = along.gather(1, (k - 1)[:, None])[:, 0]
+    right = along.gather(1, (k + 1)[:, None])[:, 0]
+    curvature = (left - 2 * c + right).clamp(min=1e-6)
+    shift = (0.5 * (left - right) / curvature).clamp(-0.5, 0.5)
+    return k.float() + 1 + shift
 
 
 class DefocusUNet(nn.Module):

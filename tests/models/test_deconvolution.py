@@ -7,7 +7,12 @@ torch = pytest.importorskip("torch")
 
 from models.training import baselines, metrics  # noqa: E402
 from models.training import degradations as deg  # noqa: E402
-from models.training.deconvolution import DefocusWiener, MotionWiener, dct_matrix  # noqa: E402
+from models.training.deconvolution import (  # noqa: E402
+    DefocusWiener,
+    MotionWiener,
+    dct_matrix,
+    gradient_autocorrelation,
+)
 from tests.models.conftest import synthetic_tissue  # noqa: E402
 
 
@@ -25,7 +30,7 @@ def test_gradient_autocorrelation_dips_at_the_blur_length(length: float, angle: 
     sharp = synthetic_tissue(256, 7)
     blurred = deg.blur(sharp, deg.motion_psf(length, angle), 1 / 255, np.random.default_rng(0))
     with torch.no_grad():
-        curves = MotionWiener().autocorrelation(_nchw(blurred))[0].numpy()
+        curves = gradient_autocorrelation(_nchw(blurred), 37)[0].numpy()
     along, across = (curves[0], curves[1]) if angle == 0.0 else (curves[1], curves[0])
     lag = int(length)
     window = slice(lag - 4, lag + 3)  # lags L-3 .. L+3 (index k holds lag k + 1)
@@ -90,3 +95,15 @@ def test_defocus_wiener_with_the_true_psf_restores_a_noise_free_image() -> None:
         )
     before = metrics.psnr(blurred, sharp)
     assert metrics.psnr(_hwc(restored), sharp) > before + 8
+
+
+def test_coarse_length_is_snapped_to_the_sub_pixel_dip_nearby() -> None:
+    from models.training.networks import refine_dip
+
+    lags = torch.arange(1, 38).float()
+    along = 0.3 * (lags - 15.3) ** 2 / 10 - 0.5  # a parabola with its minimum at lag 15.3
+    along = along.clamp(max=0.0)
+    other = torch.zeros(37)
+    curves = torch.stack([torch.stack([along, other]), torch.stack([other, along])])
+    length = refine_dip(curves, torch.tensor([13.6, 16.9]), torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(length, torch.tensor([15.3, 15.3]), atol=1e-3, rtol=0)
