@@ -215,10 +215,13 @@ class WienerUNet(nn.Module):
         The MLP's length is coarse (about +-1 px); it is refined to the sub-pixel position of
         the autocorrelation dip within 2 lags of it, along the estimated axis.
         """
+        curves, (coarse, horizontal, logit) = self._curves_and_estimate(image)
+        return refine_dip(curves, coarse.detach(), horizontal.detach()), horizontal, logit
+
+    def _curves_and_estimate(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         with torch.no_grad():
             curves = gradient_autocorrelation(image, self.deconvolve.max_length + 1)
-        coarse, horizontal, logit = self.estimator(curves)
-        return refine_dip(curves, coarse.detach(), horizontal.detach()), horizontal, logit
+        return curves, self.estimator(curves)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Return the restored image, same shape as the input."""
@@ -237,7 +240,7 @@ class WienerUNet(nn.Module):
 
         ``blur`` is ``[N, 4]``; columns 2 and 3 are the true length and 1.0 for x.
         """
-        length, _, logit = self.estimate(image)
+        _, (length, _, logit) = self._curves_and_estimate(image)  # the MLP's coarse length
         l1 = (length - blur[:, 2]).abs().mean()
         return 0.05 * l1 + 0.1 * F.binary_cross_entropy_with_logits(logit, blur[:, 3])
 

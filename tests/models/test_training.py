@@ -127,3 +127,15 @@ def test_fine_tuning_starts_from_a_checkpoint(image_folder: Path, tmp_path: Path
         options(image_folder, tuned, steps=2, init_from=tmp_path / "base" / "checkpoint.pt"),
     )
     assert (tuned / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("name", ["deblur-motion", "deblur-defocus"])
+def test_psf_estimators_learn_from_the_auxiliary_loss(name: str) -> None:
+    config = tiny(name)
+    net = build_network(config.network, config.network_kwargs)
+    image = torch.rand(2, 3, 64, 64)
+    blur = torch.tensor([[3.0, 1.0, 12.0, 1.0], [5.0, 0.0, 20.0, 0.0]])
+    net.auxiliary_loss(image, blur).backward()
+    last = net.estimator.mlp[-1]
+    assert (last.weight.grad.abs().sum(dim=1) > 0).all()  # the value and the property output
+    assert all(p.grad is None for p in net.refine.parameters())
