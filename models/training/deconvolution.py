@@ -1,4 +1,4 @@
-"""Deconvolution front ends with no trained weights, exportable to ONNX.
+"""The motion deconvolution front end and its blur statistic, with no trained weights.
 
 Each is plain tensor algebra (MatMul, Cos, Gather, elementwise), so the whole generator
 that uses it exports to one ONNX graph with dynamic batch, height and width.
@@ -73,7 +73,7 @@ def gradient_autocorrelation(image: torch.Tensor, lags: int) -> torch.Tensor:
 
     Row 0 is along x (of d/dx), row 1 along y (of d/dy), for lags 1 .. ``lags``. Blur
     shapes it: a box of length L leaves a dip at lag L along its axis
-    (``d(x) = (s(x) - s(x - L)) / L``); a disk or Gaussian widens it on both axes. Texture
+    (``d(x) = (s(x) - s(x - L)) / L``). Texture
     of a similar size blurs the dip, so a plain arg-min overestimates short blurs; a small
     learned head reads the curves instead.
     """
@@ -99,70 +99,3 @@ def _mirror_pad(x: torch.Tensor, dim: int, pad: int) -> torch.Tensor:
     before = x.narrow(dim, 0, pad).flip(dim)
     after = x.narrow(dim, n - pad, pad).flip(dim)
     return torch.cat([before, x, after], dim=dim)
-
-
-def dct_matrix(size: int) -> torch.Tensor:
-    """Orthonormal DCT-II matrix ``[size, size]``: ``coefficients = D @ signal``."""
-    n = torch.arange(size).float()
-    k = n[:, None]
-    matrix = torch.cos(torch.pi * k * (2 * n[None, :] + 1) / (2 * size))
-    scale = torch.where(k == 0, torch.sqrt(1.0 / torch.tensor(size).float()), 0.0)
-    scale = scale + torch.where(k == 0, 0.0, torch.sqrt(2.0 / torch.tensor(size).float()))
-    return matrix * scale
-
-
-class DefocusWiener(nn.Module):
-    """Wiener deconvolution for symmetric 2-D PSFs (disk / Gaussian defocus), in the DCT domain.
-
-    The DCT-II diagonalises convolution with a symmetric kernel under half-sample
-    symmetric (mirror) boundary extension, the boundary the degradations use, so
-    ``D^T (W * (D X D^T)) D`` is an exact Wiener filter of the whole input with
-    ``W = H / (H^2 + balance)`` and ``H`` the PSF's cosine response. The PSF is built from
-    a radius and a disk weight (``disk_weight * disk(r) + (1 - disk_weight) * gauss(r/2)``),
-    both differentiable, so an estimator in front of it can be trained through it.
-    """
-
-    def __init__(self, half: int = 18) -> None:
-        super().__init__()
-        self.half = half
-        offsets = torch.arange(-half, half + 1).float()
-        distance = torch.sqrt(offsets[:, None] ** 2 + offsets[None, :] ** 2)
-        self.register_buffer("offsets", offsets, persistent=False)
-        self.register_buffer("distance", distance, persistent=False)
-
-    def psf(self, radius: torch.Tensor, disk_weight: torch.Tensor) -> torch.Tensor:
-        """PSFs ``[N, S, S]``: anti-aliased disk of ``radius`` mixed with Gaussian sigma r/2."""
-        r = radius[:, None, None]
-        disk = (r + 0.5 - self.distance).clamp(0.0, 1.0)
-        disk = disk / disk.sum(dim=(1, 2), keepdim=True)
-        sigma = (r / 2).clamp(min=0.25)
-        gauss = torch.exp(-(self.distance**2) / (2 * sigma**2))
-        gauss = gauss / gauss.sum(dim=(1, 2), keepdim=True)
-        w = disk_weight[:, None, None]
-        return w * disk + (1 - w) * gauss
-
-    def response(self, psf: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-        """Cosine response ``[N, 1, rows, cols]`` of symmetric PSFs at the DCT frequencies."""
-        wy = torch.pi * torch.arange(rows).float() / rows
-        wx = torch.pi * torch.arange(cols).float() / cols
-        cos_y = torch.cos(wy[:, None] * self.offsets[None, :])  # [rows, S]
-        cos_x = torch.cos(self.offsets[:, None] * wx[None, :])  # [S, cols]
-        return (cos_y @ psf @ cos_x)[:, None]
-
-    def forward(
-        self,
-        image: torch.Tensor,
-        radius: torch.Tensor,
-        disk_weight: torch.Tensor,
-        balances: tuple[float, ...] = (2e-3, 1e-2),
-    ) -> list[torch.Tensor]:
-        """Deconvolved images, one per balance, same shape as ``image``."""
-        rows, cols = image.shape[2], image.shape[3]
-        d_rows, d_cols = dct_matrix(rows), dct_matrix(cols)
-        coefficients = d_rows @ image @ d_cols.transpose(0, 1)
-        h = self.response(self.psf(radius, disk_weight), rows, cols)
-        outs = []
-        for balance in balances:
-            gain = h / (h * h + balance)
-            outs.append(d_rows.transpose(0, 1) @ (coefficients * gain) @ d_cols)
-        return outs

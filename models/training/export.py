@@ -23,7 +23,6 @@ from models.runtime import VERSION as ORT_VERSION
 from models.runtime import open_session
 from models.training.networks import (
     BlurClassifier,
-    DefocusUNet,
     SRResNet,
     UNetDeblur,
     WienerUNet,
@@ -36,7 +35,6 @@ CHECKPOINT_FILE = "checkpoint.pt"
 NETWORKS: dict[str, type[nn.Module]] = {
     "unet": UNetDeblur,
     "wiener-unet": WienerUNet,
-    "defocus-unet": DefocusUNet,
     "srresnet": SRResNet,
     "classifier": BlurClassifier,
 }

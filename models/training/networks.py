@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.training.deconvolution import DefocusWiener, MotionWiener, gradient_autocorrelation
+from models.training.deconvolution import MotionWiener, gradient_autocorrelation
 
 
 def conv3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -167,7 +167,7 @@ class PatchCritic(nn.Module):
 class CurveEstimator(nn.Module):
     """A PSF parameter and a binary PSF property from gradient autocorrelation curves (MLP).
 
-    Used for motion (length, along x?) and defocus (radius, disk?); the value is bounded to
+    For motion: the length and whether the blur runs along x. The value is bounded to
     ``[min_value, max_value]``.
     """
 
@@ -238,11 +238,11 @@ class WienerUNet(nn.Module):
     def auxiliary_loss(self, image: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
         """Supervise the estimator: L1 on the length (px) and BCE on the axis.
 
-        ``blur`` is ``[N, 4]``; columns 2 and 3 are the true length and 1.0 for x.
+        ``blur`` is ``[N, 2]``: the true length and 1.0 for motion along x.
         """
         _, (length, _, logit) = self._curves_and_estimate(image)  # the MLP's coarse length
-        l1 = (length - blur[:, 2]).abs().mean()
-        return 0.05 * l1 + 0.1 * F.binary_cross_entropy_with_logits(logit, blur[:, 3])
+        l1 = (length - blur[:, 0]).abs().mean()
+        return 0.05 * l1 + 0.1 * F.binary_cross_entropy_with_logits(logit, blur[:, 1])
 
 
 def refine_dip(curves: torch.Tensor, length: torch.Tensor, horizontal: torch.Tensor):
@@ -264,52 +264,3 @@ def refine_dip(curves: torch.Tensor, length: torch.Tensor, horizontal: torch.Ten
     curvature = (left - 2 * c + right).clamp(min=1e-6)
     shift = (0.5 * (left - right) / curvature).clamp(-0.5, 0.5)
     return k.float() + 1 + shift
-
-
-class DefocusUNet(nn.Module):
-    """Defocus deblurring: estimate the PSF, Wiener-deconvolve with it, refine with a U-Net.
-
-    A :class:`CurveEstimator` reads the radius and the PSF family (disk or Gaussian) from
-    the gradient autocorrelation; it is trained against the true values
-    (:meth:`auxiliary_loss`), the U-Net against the sharp image. The U-Net sees the blurred
-    input, a sharp and a smooth Wiener estimate, the radius and the disk weight, and
-    outputs a correction to the smooth estimate.
-    """
-
-    lags = 24  # a disk of radius 7 widens the gradient autocorrelation to about 14 px
-
-    def __init__(self, channels: int = 3, base: int = 24, levels: int = 3) -> None:
-        super().__init__()
-        self.estimator = CurveEstimator(self.lags, max_value=11.0, min_value=0.5)
-        self.deconvolve = DefocusWiener()
-        self.refine = UNetDeblur(channels, base, levels, in_channels=3 * channels + 2)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Return the restored image, same shape as the input."""
-        radius, disk_weight, _ = self.estimate(image)
-        # the estimator learns from auxiliary_loss only: gradients through the Wiener gain
-        # (up to 1 / balance) destabilised joint training
-        radius, disk_weight = radius.detach(), disk_weight.detach()
-        sharp, smooth = self.deconvolve(image, radius, disk_weight)
-        sharp, smooth = sharp.clamp(-0.25, 1.25), smooth.clamp(-0.25, 1.25)
-        ones = torch.ones_like(image[:, :1])
-        maps = [ones * (radius / self.estimator.max_value)[:, None, None, None]]
-        maps.append(ones * disk_weight[:, None, None, None])
-        features = torch.cat([image, sharp, smooth, *maps], dim=1)
-        return self.refine.residual(features, smooth)
-
-    def estimate(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(radius_px, disk probability, disk logit)`` per image."""
-        with torch.no_grad():
-            curves = gradient_autocorrelation(image, self.lags)
-        return self.estimator(curves)
-
-    def auxiliary_loss(self, image: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
-        """Supervise the estimator: L1 on the radius (px) and BCE on disk vs Gaussian.
-
-        ``blur`` is ``[N, 4]``; columns 0 and 1 are the true radius (for a Gaussian,
-        2 sigma) and 1.0 for a disk.
-        """
-        radius, _, logit = self.estimate(image)
-        l1 = (radius - blur[:, 0]).abs().mean()
-        return 0.2 * l1 + 0.1 * F.binary_cross_entropy_with_logits(logit, blur[:, 1])

@@ -36,10 +36,9 @@ class BlurParams:
         return deg.combine_psfs(motion, defocus)
 
     def labels(self) -> list[float]:
-        """Estimator targets: defocus radius, 1.0 for a disk, motion length, 1.0 along x."""
-        disk = float(self.defocus_kind == "disk")
+        """What a PSF estimator should find: motion length (px) and 1.0 for motion along x."""
         along_x = float(abs(np.cos(np.deg2rad(self.motion_angle_deg))) > 0.5)
-        return [self.defocus_radius_px, disk, self.motion_length_px, along_x]
+        return [self.motion_length_px, along_x]
 
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Degrade a sharp image."""
@@ -186,7 +185,7 @@ class TaskConfig:
     def make_batch(self, pool: ImagePool, rng: np.random.Generator, size: int) -> dict:
         """A batch of NCHW float32 arrays: ``input``, ``target`` and more.
 
-        Blur generators also get ``blur`` ``[N, 4]`` (:meth:`BlurParams.labels`); the
+        Blur generators also get ``blur`` ``[N, 2]`` (:meth:`BlurParams.labels`); the
         classifier gets ``label`` and ``extent``.
         """
         inputs, targets, labels, extents, blurs = [], [], [], [], []
@@ -249,13 +248,13 @@ TASKS: dict[str, TaskConfig] = {
         name="deblur-defocus",
         task="deblur-defocus",
         kind="generator",
-        network="defocus-unet",
+        network="unet",
         network_kwargs={"channels": 3, "base": 24, "levels": 3},
         channels=3,
         scale=1,
-        crop_px=160,
-        margin_px=24,
-        batch=8,
+        crop_px=64,
+        margin_px=32,
+        batch=24,
         lr=1e-3,
         tile_px=512,
         halo_px=32,

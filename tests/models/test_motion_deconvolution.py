@@ -1,4 +1,4 @@
-"""The deconvolution front ends of ``deblur-motion`` and ``deblur-defocus``."""
+"""The deconvolution front end of ``deblur-motion`` and its blur statistic."""
 
 import numpy as np
 import pytest
@@ -8,9 +8,7 @@ torch = pytest.importorskip("torch")
 from models.training import baselines, metrics  # noqa: E402
 from models.training import degradations as deg  # noqa: E402
 from models.training.deconvolution import (  # noqa: E402
-    DefocusWiener,
     MotionWiener,
-    dct_matrix,
     gradient_autocorrelation,
 )
 from tests.models.conftest import synthetic_tissue  # noqa: E402
@@ -62,39 +60,6 @@ def test_wiener_stage_equals_fft_wiener_with_the_true_psf_inside_the_image() -> 
     np.testing.assert_allclose(_hwc(smooth)[inner], reference[inner], atol=0.02)
     before = metrics.psnr(blurred[inner], sharp[inner])
     assert metrics.psnr(_hwc(smooth)[inner], sharp[inner]) > before + 2
-
-
-def test_dct_matrix_is_orthonormal() -> None:
-    d = dct_matrix(37)
-    torch.testing.assert_close(d @ d.T, torch.eye(37), atol=1e-5, rtol=0)
-
-
-@pytest.mark.parametrize(("kind", "disk_weight"), [("disk", 1.0), ("gaussian", 0.0)])
-def test_defocus_psf_and_forward_model_match_degradations(kind: str, disk_weight: float) -> None:
-    net = DefocusWiener()
-    psf = deg.defocus_psf(3.0, kind)
-    built = net.psf(torch.tensor([3.0]), torch.tensor([disk_weight]))[0].numpy()
-    c, h = built.shape[0] // 2, psf.shape[0] // 2
-    np.testing.assert_allclose(built[c - h : c + h + 1, c - h : c + h + 1], psf, atol=2e-3)
-    # the DCT diagonalises the mirror-boundary convolution the degradations use
-    sharp = synthetic_tissue(80, 2)
-    d = dct_matrix(80)
-    embedded = np.zeros_like(built)
-    embedded[c - h : c + h + 1, c - h : c + h + 1] = psf
-    response = net.response(torch.from_numpy(embedded).float()[None], 80, 80)
-    predicted = d.T @ ((d @ _nchw(sharp) @ d.T) * response) @ d
-    np.testing.assert_allclose(_hwc(predicted), deg.convolve(sharp, psf), atol=1e-4)
-
-
-def test_defocus_wiener_with_the_true_psf_restores_a_noise_free_image() -> None:
-    sharp = synthetic_tissue(96, 5)
-    blurred = deg.convolve(sharp, deg.defocus_psf(4.0, "gaussian"))
-    with torch.no_grad():
-        (restored,) = DefocusWiener()(
-            _nchw(blurred), torch.tensor([4.0]), torch.tensor([0.0]), balances=(1e-4,)
-        )
-    before = metrics.psnr(blurred, sharp)
-    assert metrics.psnr(_hwc(restored), sharp) > before + 8
 
 
 def test_coarse_length_is_snapped_to_the_sub_pixel_dip_nearby() -> None:
