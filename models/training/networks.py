@@ -254,7 +254,8 @@ def refine_dip(curves: torch.Tensor, length: torch.Tensor, horizontal: torch.Ten
     """
     lags = curves.shape[2]
     along = torch.where(horizontal[:, None] > 0.5, curves[:, 0], curves[:, 1])
-    centre = torch.round(length).long().clamp(3, lags - 3) - 1  # index of lag round(L)
+    # index of lag round(L), kept so that the window and the parabola stay inside the curve
+    centre = (torch.round(length).long() - 1).clamp(3, lags - 4)
     window = centre[:, None] + torch.arange(-2, 3)[None, :]
     values = along.gather(1, window)
     k = window.gather(1, values.argmin(dim=1, keepdim=True))[:, 0]

@@ -72,3 +72,13 @@ def test_coarse_length_is_snapped_to_the_sub_pixel_dip_nearby() -> None:
     curves = torch.stack([torch.stack([along, other]), torch.stack([other, along])])
     length = refine_dip(curves, torch.tensor([13.6, 16.9]), torch.tensor([1.0, 0.0]))
     torch.testing.assert_close(length, torch.tensor([15.3, 15.3]), atol=1e-3, rtol=0)
+
+
+def test_snapping_stays_inside_the_curve_at_both_ends() -> None:
+    from models.training.networks import refine_dip
+
+    rising = torch.arange(1, 38).float()  # minimum at lag 1, the first element
+    curves = torch.stack([rising, rising])[None].repeat(2, 1, 1)
+    curves[1] = curves[1].flip(-1)  # minimum at the last lag
+    length = refine_dip(curves, torch.tensor([1.0, 36.0]), torch.tensor([1.0, 1.0]))
+    assert 1.0 <= length[0].item() <= 5.0 and 33.0 <= length[1].item() <= 37.0
