@@ -32,7 +32,9 @@ class MotionWiener(nn.Module):
         psf = (length[:, None] / 2 + 0.5 - self.offsets.abs()).clamp(0.0, 1.0)
         return psf / psf.sum(dim=1, keepdim=True)
 
-    def circulant(self, psf: torch.Tensor, active: torch.Tensor, size: int, balance: float):
+    def circulant(
+        self, psf: torch.Tensor, active: torch.Tensor, size: int, balance: float
+    ) -> torch.Tensor:
         """Wiener matrices ``[N, 1, size, size]`` (identity where ``active`` is 0).
 
         ``out = x @ M`` filters the rows of ``x`` circularly with ``H / (H^2 + balance)``.

@@ -245,7 +245,9 @@ class WienerUNet(nn.Module):
         return 0.05 * l1 + 0.1 * F.binary_cross_entropy_with_logits(logit, blur[:, 1])
 
 
-def refine_dip(curves: torch.Tensor, length: torch.Tensor, horizontal: torch.Tensor):
+def refine_dip(
+    curves: torch.Tensor, length: torch.Tensor, horizontal: torch.Tensor
+) -> torch.Tensor:
     """Sub-pixel lag of the deepest autocorrelation dip within 2 lags of ``length``.
 
     ``curves`` is ``[N, 2, lags]`` (x, y; index k holds lag k + 1); the axis is x where
