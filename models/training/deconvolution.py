@@ -86,11 +86,13 @@ def gradient_autocorrelation(image: torch.Tensor, lags: int) -> torch.Tensor:
         d = grey.narrow(axis, 1, n) - grey.narrow(axis, 0, n)
         d = d - d.mean(dim=(1, 2), keepdim=True)
         energy = (d * d).mean(dim=(1, 2)) + 1e-12
+        # one shifted view per lag: past the end the zero padding adds nothing to the sum
+        padded = torch.cat([d, torch.zeros_like(d.narrow(axis, 0, lags))], dim=axis)
+        across = d.shape[3 - axis]
         values = []
         for lag in range(1, lags + 1):
-            a = d.narrow(axis, lag, d.shape[axis] - lag)
-            b = d.narrow(axis, 0, d.shape[axis] - lag)
-            values.append((a * b).mean(dim=(1, 2)) / energy)
+            total = (padded.narrow(axis, lag, n) * d).sum(dim=(1, 2))
+            values.append(total / ((n - lag) * across) / energy)
         curves.append(torch.stack(values, dim=1))
     return torch.stack(curves, dim=1)
 

@@ -1,0 +1,56 @@
+"""CPU throughput of every shipped ONNX model, measured interleaved in one run.
+
+Each round runs every model once on its manifest tile (``tile_px + 2 * halo_px`` per side;
+16 tiles of 128 px for the classifier) with 2 ONNX Runtime threads; the figures are the
+median over rounds, in megapixels per second (output pixels, halo included), with the
+ratio to ``deblur-defocus`` measured in the same rounds. This machine's CPU is shared and
+noisy, so compare the ratios rather than absolute figures across runs.
+
+    .venv/bin/python benchmarks/model_throughput.py [--rounds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from models.registry import discover
+from models.runtime import open_session
+from workers.settings import ZOO_DIR
+
+
+def main() -> None:
+    """Print the median throughput of each shipped model and its ratio to deblur-defocus."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    models = discover([ZOO_DIR])
+    runs = {}
+    for name, installed in sorted(models.items()):
+        m = installed.manifest
+        if m.kind == "classifier":
+            shape, out_px = (16, m.in_channels, m.tile_px, m.tile_px), 16 * m.tile_px**2
+        else:
+            side = m.tile_px + 2 * m.halo_px
+            shape, out_px = (1, m.in_channels, side, side), (side * m.scale) ** 2
+        session = open_session(installed.onnx_path, threads=2)
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        session.run(None, {m.input_name: x})
+        runs[name] = (session, x, out_px, m.input_name, [])
+    for _ in range(args.rounds):
+        for session, x, out_px, input_name, rates in runs.values():
+            start = time.perf_counter()
+            session.run(None, {input_name: x})
+            rates.append(out_px / (time.perf_counter() - start) / 1e6)
+    reference = statistics.median(runs["deblur-defocus"][4]) if "deblur-defocus" in runs else 1
+    print(f"{'model':18s} {'median MP/s':>12s} {'min':>7s} {'max':>7s} {'/ defocus':>10s}")
+    for name, (*_, rates) in runs.items():
+        med = statistics.median(rates)
+        print(f"{name:18s} {med:12.2f} {min(rates):7.2f} {max(rates):7.2f} {med / reference:10.2f}")
+
+
+if __name__ == "__main__":
+    main()
