@@ -68,13 +68,13 @@ class OnnxModel:
         return dict(zip(names, (np.asarray(o) for o in outputs), strict=True))
 
 
-@lru_cache(maxsize=8)
 def _padded_side(side: int, least: int, multiple: int) -> int:
     """The smallest length >= ``side`` and >= ``least`` that is a multiple of ``multiple``."""
     target = max(side, least)
     return target + (-target % multiple)
 
 
+@lru_cache(maxsize=8)
 def _load_cached(
     directory: str, sha256: str, providers: tuple[str, ...], threads: int
 ) -> OnnxModel:

@@ -69,3 +69,10 @@ def test_invalid_manifests_are_ignored(tmp_path: Path) -> None:
     assert discover([tmp_path]) == {}
     with pytest.raises(ModelUnavailable, match="not installed"):
         get_model([tmp_path], "broken")
+
+
+def test_a_worker_process_reuses_one_session_per_model(tmp_path: Path) -> None:
+    identity_model(tmp_path)
+    installed = get_model([tmp_path], "identity")
+    first = load_model(installed, ["CPUExecutionProvider"])
+    assert load_model(installed, ["CPUExecutionProvider"]) is first
