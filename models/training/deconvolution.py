@@ -75,9 +75,8 @@ def gradient_autocorrelation(image: torch.Tensor, lags: int) -> torch.Tensor:
 
     Row 0 is along x (of d/dx), row 1 along y (of d/dy), for lags 1 .. ``lags``. Blur
     shapes it: a box of length L leaves a dip at lag L along its axis
-    (``d(x) = (s(x) - s(x - L)) / L``). Texture
-    of a similar size blurs the dip, so a plain arg-min overestimates short blurs; a small
-    learned head reads the curves instead.
+    (``d(x) = (s(x) - s(x - L)) / L``). Texture of a similar size blurs the dip, so a plain
+    arg-min overestimates short blurs; a small learned head reads the curves instead.
     """
     grey = image.mean(dim=1)
     curves = []

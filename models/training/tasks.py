@@ -198,8 +198,8 @@ class TaskConfig:
                 extents.append(deg.psf_extent_px(params.psf()) if label else 0.0)
             else:
                 params = self.sample(rng)
-            if isinstance(params, BlurParams):
-                blurs.append(params.labels())
+                if isinstance(params, BlurParams):
+                    blurs.append(params.labels())
             degraded = params.apply(sharp, rng)
             lm = m // self.scale
             lc = self.crop_px // self.scale
@@ -209,7 +209,7 @@ class TaskConfig:
             "input": np.stack(inputs).transpose(0, 3, 1, 2).astype(np.float32),
             "target": np.stack(targets).transpose(0, 3, 1, 2).astype(np.float32),
         }
-        if blurs and self.kind == "generator":
+        if blurs:
             batch["blur"] = np.array(blurs, dtype=np.float32)
         if self.kind == "classifier":
             batch["label"] = np.array(labels, dtype=np.int64)

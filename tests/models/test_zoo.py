@@ -47,7 +47,7 @@ def test_onnx_runs_with_the_contract_shapes(name: str) -> None:
         assert (extent >= 0).all()
     else:
         least = manifest.min_size_px
-        for h, w in ((max(64, least), max(64, least)), (max(40, least), 72 + least // 8 * 8)):
+        for h, w in ((max(64, least), max(64, least)), (max(40, least), max(72, least))):
             x = rng.random((1, manifest.in_channels, h, w), dtype=np.float32)
             (out,) = sess.run(None, {manifest.input_name: x})
             s = manifest.scale
