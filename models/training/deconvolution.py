@@ -102,3 +102,93 @@ def _mirror_pad(x: torch.Tensor, dim: int, pad: int) -> torch.Tensor:
     before = x.narrow(dim, 0, pad).flip(dim)
     after = x.narrow(dim, n - pad, pad).flip(dim)
     return torch.cat([before, x, after], dim=dim)
+
+
+def dct_matrix(size: int, like: torch.Tensor) -> torch.Tensor:
+    """Orthonormal DCT-II matrix ``[size, size]``: ``coefficients = D @ signal``.
+
+    Built from ``arange`` (not Python numbers) so that the size stays dynamic in ONNX.
+    """
+    n = torch.arange(size, device=like.device).to(like.dtype)
+    count = n[-1] + 1
+    k = n[:, None]
+    matrix = torch.cos(torch.pi * k * (2 * n[None, :] + 1) / (2 * count))
+    scale = torch.where(k == 0, torch.sqrt(1.0 / count), torch.sqrt(2.0 / count))
+    return matrix * scale
+
+
+class DefocusWiener(nn.Module):
+    """Wiener deconvolution of symmetric 2-D PSFs (disk or Gaussian defocus) in the DCT domain.
+
+    The DCT-II diagonalises convolution with a symmetric kernel under half-sample
+    symmetric (mirror) boundaries, the boundary the degradations use, so
+    ``D^T (W * (D X D^T)) D`` is an exact Wiener filter of the whole input, with
+    ``W = H / (H^2 + balance)`` and ``H`` the PSF's cosine response. The same coefficients
+    give :meth:`radial_profile`, the statistic a learned head reads the PSF from: a disk of
+    radius r puts rings of zeros into the spectrum (the first at 3.83 / r rad/px), a
+    Gaussian makes it fall smoothly.
+    """
+
+    def __init__(self, half: int = 24, bins: int = 64) -> None:
+        super().__init__()
+        self.half, self.bins = half, bins
+        offsets = torch.arange(-half, half + 1).float()
+        distance = torch.sqrt(offsets[:, None] ** 2 + offsets[None, :] ** 2)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.register_buffer("distance", distance, persistent=False)
+
+    @staticmethod
+    def transform(image: torch.Tensor) -> torch.Tensor:
+        """DCT-II coefficients of each channel, same shape as ``image``."""
+        d_rows = dct_matrix(image.shape[2], image)
+        d_cols = dct_matrix(image.shape[3], image)
+        return d_rows @ image @ d_cols.transpose(0, 1)
+
+    def radial_profile(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """``[N, bins + 1]``: log10 mean luminance power in rings of 0..pi rad/px, and its mean.
+
+        The ring values have their mean over rings subtracted (the spectrum's shape, not the
+        image's contrast); that mean is the last element.
+        """
+        grey = coefficients.mean(dim=1).flatten(1)  # [N, rows * cols]
+        rows, cols = coefficients.shape[2], coefficients.shape[3]
+        wy = torch.arange(rows, device=grey.device).to(grey.dtype) / rows
+        wx = torch.arange(cols, device=grey.device).to(grey.dtype) / cols
+        radius = torch.sqrt(wy[:, None] ** 2 + wx[None, :] ** 2).flatten()  # in units of pi
+        ring = (radius * self.bins).floor().clamp(max=self.bins).long()  # bins = beyond pi
+        index = ring[None, :].expand(grey.shape[0], -1)
+        zeros = grey.new_zeros(grey.shape[0], self.bins + 1)
+        power = zeros.scatter_add(1, index, grey * grey)
+        count = zeros.scatter_add(1, index, torch.ones_like(grey)).clamp(min=1.0)
+        profile = torch.log10(power / count + 1e-10)[:, 1 : self.bins]  # without DC and beyond
+        level = profile.mean(dim=1, keepdim=True)
+        return torch.cat([profile - level, level], dim=1)
+
+    def disk(self, radius: torch.Tensor) -> torch.Tensor:
+        """Anti-aliased disks ``[N, S, S]`` of ``radius`` px (area coverage, as ``disk_psf``)."""
+        psf = (radius[:, None, None] + 0.5 - self.distance).clamp(0.0, 1.0)
+        return psf / psf.sum(dim=(1, 2), keepdim=True)
+
+    def gaussian(self, radius: torch.Tensor) -> torch.Tensor:
+        """Gaussians ``[N, S, S]`` with the second moment of a disk of ``radius`` (sigma r/2)."""
+        sigma = (radius / 2).clamp(min=0.2)[:, None, None]
+        psf = torch.exp(-(self.distance**2) / (2 * sigma**2))
+        return psf / psf.sum(dim=(1, 2), keepdim=True)
+
+    def response(self, psf: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """Cosine response ``[N, 1, rows, cols]`` of symmetric PSFs at the DCT frequencies."""
+        wy = torch.pi * torch.arange(rows, device=psf.device).to(psf.dtype) / rows
+        wx = torch.pi * torch.arange(cols, device=psf.device).to(psf.dtype) / cols
+        cos_y = torch.cos(wy[:, None] * self.offsets[None, :])  # [rows, S]
+        cos_x = torch.cos(self.offsets[:, None] * wx[None, :])  # [S, cols]
+        return (cos_y @ psf @ cos_x)[:, None]
+
+    def deconvolve(
+        self, coefficients: torch.Tensor, psf: torch.Tensor, balance: float
+    ) -> torch.Tensor:
+        """The Wiener estimate for ``psf`` ``[N, S, S]`` from :meth:`transform`'s output."""
+        rows, cols = coefficients.shape[2], coefficients.shape[3]
+        h = self.response(psf, rows, cols)
+        d_rows = dct_matrix(rows, coefficients)
+        d_cols = dct_matrix(cols, coefficients)
+        return d_rows.transpose(0, 1) @ (coefficients * h / (h * h + balance)) @ d_cols

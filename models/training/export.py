@@ -23,6 +23,7 @@ from models.runtime import VERSION as ORT_VERSION
 from models.runtime import open_session
 from models.training.networks import (
     BlurClassifier,
+    DefocusWienerUNet,
     SRResNet,
     UNetDeblur,
     WienerUNet,
@@ -35,6 +36,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 NETWORKS: dict[str, type[nn.Module]] = {
     "unet": UNetDeblur,
     "wiener-unet": WienerUNet,
+    "defocus-wiener-unet": DefocusWienerUNet,
     "srresnet": SRResNet,
     "classifier": BlurClassifier,
 }

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.training.deconvolution import MotionWiener, gradient_autocorrelation
+from models.training.deconvolution import DefocusWiener, MotionWiener, gradient_autocorrelation
 
 
 def conv3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -165,19 +165,25 @@ class PatchCritic(nn.Module):
 
 
 class CurveEstimator(nn.Module):
-    """A PSF parameter and a binary PSF property from gradient autocorrelation curves (MLP).
+    """A PSF parameter and a binary PSF property from blur statistics (MLP).
 
-    For motion: the length and whether the blur runs along x. The value is bounded to
+    For motion: the length and whether the blur runs along x, from two gradient
+    autocorrelation curves. For defocus: the radius and whether the PSF is a disk (not a
+    Gaussian), from the radial power spectrum. The value is bounded to
     ``[min_value, max_value]``.
     """
 
     def __init__(
-        self, lags: int = 37, width: int = 128, max_value: float = 36.0, min_value: float = 1.0
+        self,
+        features: int = 74,
+        width: int = 128,
+        max_value: float = 36.0,
+        min_value: float = 1.0,
     ) -> None:
         super().__init__()
         self.max_value, self.min_value = max_value, min_value
         self.mlp = nn.Sequential(
-            nn.Linear(2 * lags, width),
+            nn.Linear(features, width),
             nn.LeakyReLU(0.1, True),
             nn.Linear(width, width),
             nn.LeakyReLU(0.1, True),
@@ -206,7 +212,7 @@ class WienerUNet(nn.Module):
         super().__init__()
         self.deconvolve = MotionWiener()
         self.min_size_px = self.deconvolve.min_size_px
-        self.estimator = CurveEstimator(self.deconvolve.max_length + 1)
+        self.estimator = CurveEstimator(2 * (self.deconvolve.max_length + 1))
         self.refine = UNetDeblur(channels, base, levels, in_channels=3 * channels + 2)
 
     def estimate(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -243,6 +249,60 @@ class WienerUNet(nn.Module):
         _, (length, _, logit) = self._curves_and_estimate(image)  # the MLP's coarse length
         l1 = (length - blur[:, 0]).abs().mean()
         return 0.05 * l1 + 0.1 * F.binary_cross_entropy_with_logits(logit, blur[:, 1])
+
+
+class DefocusWienerUNet(nn.Module):
+    """Defocus deblurring: estimate the PSF, Wiener-deconvolve with it, refine with a U-Net.
+
+    A :class:`CurveEstimator` reads the radius and the disk probability from the radial
+    power spectrum (:meth:`DefocusWiener.radial_profile`). :class:`DefocusWiener`
+    deconvolves twice with that radius, once as a disk and once as a Gaussian, since the two
+    are easily confused when the blur is small or the noise high. The U-Net sees the blurred
+    input, both estimates, the radius and the disk probability, and corrects their
+    probability-weighted mean. The estimator learns from :meth:`auxiliary_loss` only.
+    """
+
+    min_size_px = 64
+    balances = (1e-2, 3e-3)  # disk, Gaussian: the best true-PSF Wiener on training images
+
+    def __init__(self, channels: int = 3, base: int = 24, levels: int = 3) -> None:
+        super().__init__()
+        self.deconvolve = DefocusWiener()
+        self.estimator = CurveEstimator(self.deconvolve.bins, max_value=12.0, min_value=0.5)
+        self.refine = UNetDeblur(channels, base, levels, in_channels=3 * channels + 2)
+
+    def estimate(self, coefficients: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(radius_px, disk probability, disk logit)`` from DCT coefficients."""
+        with torch.no_grad():
+            profile = self.deconvolve.radial_profile(coefficients)
+        return self.estimator(profile)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Return the restored image, same shape as the input."""
+        coefficients = self.deconvolve.transform(image)
+        radius, disk, _ = (t.detach() for t in self.estimate(coefficients))
+        wiener = self.deconvolve.deconvolve
+        sharp_disk = wiener(coefficients, self.deconvolve.disk(radius), self.balances[0])
+        sharp_gauss = wiener(coefficients, self.deconvolve.gaussian(radius), self.balances[1])
+        sharp_disk, sharp_gauss = sharp_disk.clamp(-0.25, 1.25), sharp_gauss.clamp(-0.25, 1.25)
+        ones = torch.ones_like(image[:, :1])
+        weight = disk[:, None, None, None]
+        maps = [ones * (radius / self.estimator.max_value)[:, None, None, None], ones * weight]
+        features = torch.cat([image, sharp_disk, sharp_gauss, *maps], dim=1)
+        start = weight * sharp_disk + (1 - weight) * sharp_gauss
+        return self.refine.residual(features, start)
+
+    def auxiliary_loss(self, image: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
+        """Supervise the estimator: L1 on the radius (px) and BCE on disk vs Gaussian.
+
+        ``blur`` is :meth:`BlurParams.labels`; columns 2 and 3 are the defocus radius and
+        1.0 for a disk.
+        """
+        with torch.no_grad():
+            coefficients = self.deconvolve.transform(image)
+        radius, _, logit = self.estimate(coefficients)
+        l1 = (radius - blur[:, 2]).abs().mean()
+        return 0.1 * l1 + 0.1 * F.binary_cross_entropy_with_logits(logit, blur[:, 3])
 
 
 def refine_dip(

@@ -36,9 +36,13 @@ class BlurParams:
         return deg.combine_psfs(motion, defocus)
 
     def labels(self) -> list[float]:
-        """What a PSF estimator should find: motion length (px) and 1.0 for motion along x."""
+        """What a PSF estimator should find.
+
+        Motion length (px), 1.0 for motion along x, defocus radius (px), 1.0 for a disk.
+        """
         along_x = float(abs(np.cos(np.deg2rad(self.motion_angle_deg))) > 0.5)
-        return [self.motion_length_px, along_x]
+        disk = float(self.defocus_kind == "disk")
+        return [self.motion_length_px, along_x, self.defocus_radius_px, disk]
 
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Degrade a sharp image."""
@@ -181,11 +185,12 @@ class TaskConfig:
     reference: str
     description: str
     min_tissue: float = 0.25
+    clip_grad_norm: float = 0.0  # 0: no clipping
 
     def make_batch(self, pool: ImagePool, rng: np.random.Generator, size: int) -> dict:
         """A batch of NCHW float32 arrays: ``input``, ``target`` and more.
 
-        Blur generators also get ``blur`` ``[N, 2]`` (:meth:`BlurParams.labels`); the
+        Blur generators also get ``blur`` ``[N, 4]`` (:meth:`BlurParams.labels`); the
         classifier gets ``label`` and ``extent``.
         """
         inputs, targets, labels, extents, blurs = [], [], [], [], []
@@ -248,13 +253,13 @@ TASKS: dict[str, TaskConfig] = {
         name="deblur-defocus",
         task="deblur-defocus",
         kind="generator",
-        network="unet",
+        network="defocus-wiener-unet",
         network_kwargs={"channels": 3, "base": 24, "levels": 3},
         channels=3,
         scale=1,
-        crop_px=64,
+        crop_px=160,
         margin_px=32,
-        batch=24,
+        batch=8,
         lr=1e-3,
         tile_px=512,
         halo_px=32,
@@ -272,6 +277,7 @@ TASKS: dict[str, TaskConfig] = {
         reference="disk r=4 px",
         description="Removes defocus blur (disk radius 1-7 px or Gaussian sigma 0.5-5 px, "
         "with noise and JPEG re-compression) from RGB tiles.",
+        clip_grad_norm=2.0,
     ),
     "sr-x4": TaskConfig(
         name="sr-x4",

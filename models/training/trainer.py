@@ -147,6 +147,9 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
             terms = {**terms, "adv": adv.item(), "critic": d_loss.item()}
         optimizer.zero_grad()
         loss.backward()
+        if config.clip_grad_norm:
+            norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+            terms = {**terms, "grad_norm": float(norm)}
         optimizer.step()
         step += 1
         for k, v in terms.items():

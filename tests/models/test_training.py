@@ -16,6 +16,7 @@ from models.training.trainer import TrainOptions, train  # noqa: E402
 TINY = {
     "unet": {"base": 4, "levels": 3},
     "wiener-unet": {"base": 4, "levels": 3},
+    "defocus-wiener-unet": {"base": 4, "levels": 3},
     "srresnet": {"width": 8, "blocks": 1},
     "classifier": {"width": 4},
 }
@@ -115,6 +116,7 @@ def test_training_is_seeded_and_resumable(image_folder: Path, tmp_path: Path) ->
     assert a["step"] == b["step"] == 4
     for key, value in a["model"].items():
         torch.testing.assert_close(value, b["model"][key], rtol=1e-5, atol=1e-6)
+    assert config.clip_grad_norm and all("grad_norm" in r for r in a["history"])
 
 
 def test_fine_tuning_starts_from_a_checkpoint(image_folder: Path, tmp_path: Path) -> None:
@@ -128,11 +130,12 @@ def test_fine_tuning_starts_from_a_checkpoint(image_folder: Path, tmp_path: Path
     assert (tuned / "model.onnx").exists()
 
 
-def test_the_motion_psf_estimator_learns_from_the_auxiliary_loss() -> None:
-    config = tiny("deblur-motion")
+@pytest.mark.parametrize("name", ["deblur-motion", "deblur-defocus"])
+def test_the_psf_estimator_learns_from_the_auxiliary_loss(name: str) -> None:
+    config = tiny(name)
     net = build_network(config.network, config.network_kwargs)
     image = torch.rand(2, 3, 64, 64)
-    blur = torch.tensor([[12.0, 1.0], [20.0, 0.0]])
+    blur = torch.tensor([[12.0, 1.0, 0.0, 1.0], [0.0, 0.0, 4.0, 0.0]])  # BlurParams.labels()
     net.auxiliary_loss(image, blur).backward()
     last = net.estimator.mlp[-1]
     assert (last.weight.grad.abs().sum(dim=1) > 0).all()  # the value and the property output

@@ -1,0 +1,72 @@
+"""The deconvolution front end of ``deblur-defocus`` and the spectrum its estimator reads."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models.training import baselines, metrics  # noqa: E402
+from models.training import degradations as deg  # noqa: E402
+from models.training.deconvolution import DefocusWiener, dct_matrix  # noqa: E402
+from tests.models.conftest import synthetic_tissue  # noqa: E402
+
+
+def _nchw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None], np.float32))
+
+
+def _hwc(tensor: torch.Tensor) -> np.ndarray:
+    return tensor[0].numpy().transpose(1, 2, 0)
+
+
+def test_dct_matrix_is_orthonormal() -> None:
+    d = dct_matrix(37, torch.zeros(1))
+    torch.testing.assert_close(d @ d.T, torch.eye(37), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["disk", "gaussian"])
+def test_psfs_match_the_degradation_library(kind: str) -> None:
+    net = DefocusWiener()
+    radius = torch.tensor([4.0])
+    psf = (net.disk(radius) if kind == "disk" else net.gaussian(radius))[0].numpy()
+    reference = deg.defocus_psf(4.0, kind)
+    pad = (psf.shape[0] - reference.shape[0]) // 2
+    inner = psf[pad : pad + reference.shape[0], pad : pad + reference.shape[0]]
+    assert psf.sum() == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(inner, reference, atol=3e-3)
+    assert inner.sum() == pytest.approx(1.0, abs=2e-3)
+
+
+@pytest.mark.parametrize("kind", ["disk", "gaussian"])
+def test_dct_wiener_equals_fft_wiener_with_the_true_psf(kind: str) -> None:
+    sharp = synthetic_tissue(160, 3)
+    psf = deg.defocus_psf(4.0, kind)
+    blurred = deg.blur(sharp, psf, 1 / 255, np.random.default_rng(1)).astype(np.float32)
+    net = DefocusWiener()
+    radius = torch.tensor([4.0])
+    model_psf = net.disk(radius) if kind == "disk" else net.gaussian(radius)
+    with torch.no_grad():
+        out = _hwc(net.deconvolve(net.transform(_nchw(blurred)), model_psf, 1e-2))
+    reference = baselines.wiener(blurred, psf, 1e-2)
+    inner = (slice(24, -24), slice(24, -24))
+    np.testing.assert_allclose(out[inner], reference[inner], atol=0.01)
+    assert metrics.psnr(out[inner], sharp[inner]) > metrics.psnr(blurred[inner], sharp[inner]) + 2
+
+
+def test_radial_profile_shows_the_first_zero_of_a_disk_and_not_of_a_gaussian() -> None:
+    sharp = synthetic_tissue(256, 5)
+    net = DefocusWiener()
+    profiles = {}
+    for kind in ("disk", "gaussian"):
+        blurred = deg.blur(sharp, deg.defocus_psf(4.0, kind), 0.5 / 255, np.random.default_rng(2))
+        with torch.no_grad():
+            profiles[kind] = net.radial_profile(net.transform(_nchw(blurred)))[0].numpy()
+    assert profiles["disk"].shape == (net.bins,)  # bins 1 .. bins-1 and the mean level
+    first_zero = 3.8317 / 4.0 / np.pi * net.bins  # ring index of the disk's first zero
+    ring = round(first_zero) - 1  # element k holds ring k + 1
+    disk, gauss = profiles["disk"][:-1], profiles["gaussian"][:-1]
+    window = slice(ring - 2, ring + 3)
+    # a local minimum of the disk's spectrum near its first zero, deeper than the Gaussian's
+    assert disk[window].min() < disk[ring - 5] and disk[window].min() < disk[ring + 5]
+    assert disk[window].min() < gauss[window].min() - 0.3
+    assert np.all(np.diff(gauss[ring - 6 : ring + 6]) < 0.1)  # the Gaussian falls smoothly
