@@ -159,14 +159,22 @@ def evaluate_generator(
 
 
 def evaluate_classifier(
-    config: TaskConfig, model_dir: Path, held_out: ImagePool, samples_per_tile: int = 4
+    config: TaskConfig,
+    model_dir: Path,
+    held_out: ImagePool,
+    sources: list[Path] | None = None,
+    samples_per_tile: int = 4,
 ) -> dict[str, Any]:
-    """Confusion matrix, accuracy and extent error on held-out tiles with synthesised blur."""
+    """Confusion matrix, accuracy and extent error on held-out tiles with synthesised blur.
+
+    With ``sources`` (the data folders), the accuracy is also given per folder.
+    """
     sess = open_session(model_dir / "model.onnx", threads=2)
     tile, m = config.tile_px, config.margin_px
     confusion = np.zeros((4, 4), dtype=int)
     extent_errors: list[float] = []
-    for k, image in enumerate(held_out.images):
+    by_source: dict[str, list[int]] = {}
+    for k, (path, image) in enumerate(zip(held_out.paths, held_out.images, strict=True)):
         rng = np.random.default_rng([EVAL_SEED, 99, k])
         batch, labels, extents = [], [], []
         for y in range(0, image.shape[0] - tile - 2 * m + 1, tile):
@@ -186,6 +194,10 @@ def evaluate_classifier(
         for t, p in zip(labels, logits.argmax(axis=1), strict=True):
             confusion[t, p] += 1
         extent_errors += list(np.abs(extent[:, 0] - np.array(extents)))
+        source = _source_of(path, sources or [])
+        right = int(np.sum(logits.argmax(axis=1) == np.array(labels)))
+        counts = by_source.setdefault(source, [0, 0])
+        counts[0], counts[1] = counts[0] + right, counts[1] + len(labels)
     accuracy = float(np.trace(confusion) / confusion.sum())
     return {
         "task": config.name,
@@ -198,9 +210,21 @@ def evaluate_classifier(
             round(float(confusion[i, i] / max(1, confusion[i].sum())), 4) for i in range(4)
         ],
         "extent_mae_px": round(float(np.mean(extent_errors)), 3),
+        "accuracy_by_source": {
+            source: {"tiles": n, "accuracy": round(right / n, 4)}
+            for source, (right, n) in by_source.items()
+        },
         "targets": {"accuracy": 0.97},
         "meets_target": accuracy >= 0.97,
     }
+
+
+def _source_of(path: Path, sources: list[Path]) -> str:
+    """The data folder ``path`` lies in (``other`` if none)."""
+    for source in sources:
+        if path.is_relative_to(source):
+            return str(source)
+    return "other"
 
 
 def _true_extent(params: BlurParams, label: int) -> float:
@@ -226,18 +250,30 @@ def real_defocus_check(model_dir: Path, paths: list[Path]) -> dict[str, Any]:
 
 
 def real_defocus_votes(classifier_dir: Path, paths: list[Path], tile: int = 128) -> dict:
-    """How the classifier labels 128 px tiles of real defocused images (should be defocus)."""
+    """How the classifier labels 128 px tiles of real defocused images (should be defocus).
+
+    Tiles with a standard deviation below 0.03 (empty background) are left out, as in
+    training and in :func:`evaluate_classifier`.
+    """
     sess = open_session(classifier_dir / "model.onnx", threads=2)
     votes = np.zeros(4, dtype=int)
+    skipped = 0
     for image in _real_images(paths):
         tiles = [
             image[y : y + tile, x : x + tile].transpose(2, 0, 1)
             for y in range(0, image.shape[0] - tile + 1, tile)
             for x in range(0, image.shape[1] - tile + 1, tile)
         ]
-        logits, _ = sess.run(None, {"image": np.stack(tiles).astype(np.float32)})
-        votes += np.bincount(logits.argmax(axis=1), minlength=4)
-    return {"images": len(paths), "votes": dict(zip(BLUR_CLASSES, votes.tolist(), strict=True))}
+        textured = [t for t in tiles if t.std() >= 0.03]
+        skipped += len(tiles) - len(textured)
+        if textured:
+            logits, _ = sess.run(None, {"image": np.stack(textured).astype(np.float32)})
+            votes += np.bincount(logits.argmax(axis=1), minlength=4)
+    return {
+        "images": len(paths),
+        "votes": dict(zip(BLUR_CLASSES, votes.tolist(), strict=True)),
+        "background_tiles_skipped": skipped,
+    }
 
 
 def _save_examples(example: dict[str, np.ndarray], path: Path, title: str) -> None:
@@ -323,6 +359,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"\naccuracy {report['accuracy']:.4f} on {report['tiles']} held-out tiles; "
             f"extent MAE {report['extent_mae_px']} px"
         )
+        for source, entry in report.get("accuracy_by_source", {}).items():
+            rows.append(f"- `{source}`: {entry['accuracy']:.4f} on {entry['tiles']} tiles")
         return "\n".join(rows)
     head = "| level | input PSNR / SSIM / PCC | best baseline | baseline PSNR / SSIM / PCC "
     head += "| model PSNR / SSIM / PCC | model - best (dB / SSIM) |"
@@ -349,7 +387,15 @@ def record_in_manifest(model_dir: Path, report: dict[str, Any]) -> None:
     if "confusion_matrix" in report:
         metrics = {
             k: report[k]
-            for k in ("accuracy", "per_class_recall", "confusion_matrix", "extent_mae_px", "tiles")
+            for k in (
+                "accuracy",
+                "accuracy_by_source",
+                "per_class_recall",
+                "confusion_matrix",
+                "extent_mae_px",
+                "tiles",
+            )
+            if k in report
         }
     else:
         ref = report["levels"][report["reference_level"]]
@@ -388,7 +434,7 @@ def evaluate_task(
     min_side = config.crop_px + 2 * config.margin_px
     held = ImagePool.load(held_paths, config.channels, min_side, config.min_tissue)
     if config.kind == "classifier":
-        report = evaluate_classifier(config, model_dir, held)
+        report = evaluate_classifier(config, model_dir, held, data)
         plot_confusion(report, report_dir / f"{config.name}.png")
     else:
         tune = ImagePool.load(train_paths, config.channels, min_side, config.min_tissue)

@@ -350,12 +350,14 @@ TASKS: dict[str, TaskConfig] = {
         tile_px=128,
         halo_px=0,
         transpose=True,
-        data=HE_DATA,
+        data=HE_DATA + FLUO_DATA,
         sample=sample_blur_class,
         levels={},
         reference="",
-        description="Classifies a 128 px RGB tile as in-focus, defocus, motion or mixed and "
-        "estimates the blur extent: sqrt(12 * PSF variance) in px (L for a box of length L, "
-        "2.45 r for a disk of radius r, 4.9 sigma for a Gaussian).",
+        description="Classifies a 128 px RGB tile (brightfield H&E, or fluorescence with the "
+        "grey channel repeated) as in-focus, defocus, motion or mixed and estimates the blur "
+        "extent: sqrt(12 * PSF variance) in px (L for a box of length L, 2.45 r for a disk of "
+        "radius r, 4.9 sigma for a Gaussian).",
+        min_tissue=0.05,
     ),
 }

@@ -140,3 +140,23 @@ def test_the_psf_estimator_learns_from_the_auxiliary_loss(name: str) -> None:
     last = net.estimator.mlp[-1]
     assert (last.weight.grad.abs().sum(dim=1) > 0).all()  # the value and the property output
     assert all(p.grad is None for p in net.refine.parameters())
+
+
+def test_classifier_evaluation_reports_accuracy_per_data_folder(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    from models.training.evaluation import evaluate_task
+
+    config = tiny("blur-classifier")
+    train(config, options(image_folder, tmp_path / "model", steps=2))
+    second = tmp_path / "second"
+    second.mkdir()
+    for path in sorted(image_folder.glob("*.png"))[:2]:
+        (second / path.name).write_bytes(path.read_bytes())
+    report = evaluate_task(
+        config, [image_folder, second], tmp_path / "model", tmp_path / "reports", 1.0
+    )
+    by_source = report["accuracy_by_source"]
+    assert set(by_source) == {str(image_folder), str(second)}
+    assert sum(entry["tiles"] for entry in by_source.values()) == report["tiles"] > 0
+    assert load_manifest(tmp_path / "model" / "manifest.json").metrics["accuracy_by_source"]
