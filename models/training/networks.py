@@ -272,10 +272,17 @@ class DefocusWienerUNet(nn.Module):
         self.refine = UNetDeblur(channels, base, levels, in_channels=3 * channels + 2)
 
     def estimate(self, coefficients: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``(radius_px, disk probability, disk logit)`` from DCT coefficients."""
+        """``(radius_px, disk probability, disk logit)`` from DCT coefficients.
+
+        The MLP's radius is coarse (it drifts with the tile size); for a disk of at least
+        2.5 px it is snapped to the first zero of the spectrum (:func:`refine_notch`).
+        """
         with torch.no_grad():
             profile = self.deconvolve.radial_profile(coefficients)
-        return self.estimator(profile)
+        coarse, disk, logit = self.estimator(profile)
+        snapped = refine_notch(profile, coarse.detach(), self.deconvolve.bins)
+        use = (disk.detach() > 0.5) & (coarse.detach() >= 2.5)
+        return torch.where(use, snapped, coarse), disk, logit
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Return the restored image, same shape as the input."""
@@ -300,7 +307,8 @@ class DefocusWienerUNet(nn.Module):
         """
         with torch.no_grad():
             coefficients = self.deconvolve.transform(image)
-        radius, _, logit = self.estimate(coefficients)
+            profile = self.deconvolve.radial_profile(coefficients)
+        radius, _, logit = self.estimator(profile)  # the MLP's coarse radius
         l1 = (radius - blur[:, 2]).abs().mean()
         return 0.1 * l1 + 0.1 * F.binary_cross_entropy_with_logits(logit, blur[:, 3])
 
@@ -327,3 +335,28 @@ def refine_dip(
     curvature = (left - 2 * c + right).clamp(min=1e-6)
     shift = (0.5 * (left - right) / curvature).clamp(-0.5, 0.5)
     return k.float() + 1 + shift
+
+
+DISK_FIRST_ZERO = 3.8317  # first zero of J1: a disk of radius r has none in H at omega < 3.83 / r
+
+
+def refine_notch(profile: torch.Tensor, radius: torch.Tensor, bins: int) -> torch.Tensor:
+    """The radius of a disk PSF from the first zero of the spectrum near ``radius``.
+
+    ``profile`` is :meth:`DefocusWiener.radial_profile` (element k holds ring k + 1, ring j
+    spanning ``[j, j + 1) * pi / bins`` rad/px). The deepest ring within 2 rings of where a
+    disk of ``radius`` has its first zero, refined by a parabola, gives
+    ``r = 3.83 / omega``.
+    """
+    curve = profile[:, : bins - 1]
+    expected = DISK_FIRST_ZERO * bins / (torch.pi * radius)  # ring coordinate
+    centre = (torch.floor(expected) - 1).long().clamp(3, bins - 5)
+    window = centre[:, None] + torch.arange(-2, 3)[None, :]
+    k = window.gather(1, curve.gather(1, window).argmin(dim=1, keepdim=True))[:, 0]
+    c = curve.gather(1, k[:, None])[:, 0]
+    left = curve.gather(1, (k - 1)[:, None])[:, 0]
+    right = curve.gather(1, (k + 1)[:, None])[:, 0]
+    curvature = (left - 2 * c + right).clamp(min=1e-6)
+    shift = (0.5 * (left - right) / curvature).clamp(-0.5, 0.5)
+    omega = (k.float() + 1.5 + shift) * torch.pi / bins  # ring centre, rad/px
+    return DISK_FIRST_ZERO / omega

@@ -70,3 +70,17 @@ def test_radial_profile_shows_the_first_zero_of_a_disk_and_not_of_a_gaussian() -
     assert disk[window].min() < disk[ring - 5] and disk[window].min() < disk[ring + 5]
     assert disk[window].min() < gauss[window].min() - 0.3
     assert np.all(np.diff(gauss[ring - 6 : ring + 6]) < 0.1)  # the Gaussian falls smoothly
+
+
+@pytest.mark.parametrize("radius", [3.0, 4.0, 5.0])
+def test_a_coarse_disk_radius_is_snapped_to_the_first_zero_of_the_spectrum(radius: float) -> None:
+    from models.training.networks import refine_notch
+
+    sharp = synthetic_tissue(256, 11)
+    blurred = deg.blur(sharp, deg.disk_psf(radius), 1 / 255, np.random.default_rng(3))
+    net = DefocusWiener()
+    with torch.no_grad():
+        profile = net.radial_profile(net.transform(_nchw(blurred)))
+    coarse = torch.tensor([radius * 0.92, radius * 1.08])  # the MLP's typical error
+    snapped = refine_notch(profile.expand(2, -1), coarse, net.bins)
+    torch.testing.assert_close(snapped, torch.full((2,), radius), atol=0.12, rtol=0)
