@@ -99,7 +99,12 @@ def evaluate_main(argv: list[str] | None = None) -> None:
             from models.training.data import discover_images
 
             real = discover_images([args.real_defocus])
-            check = real_defocus_check if name == "deblur-defocus" else real_defocus_votes
-            extra["real_defocus"] = {"folder": str(args.real_defocus), **check(model_dir, real)}
+            if name == "deblur-defocus":
+                args.reports.mkdir(parents=True, exist_ok=True)
+                example = args.reports / f"{name}-real-defocus.png"
+                result = real_defocus_check(model_dir, real, example)
+            else:
+                result = real_defocus_votes(model_dir, real)
+            extra["real_defocus"] = {"folder": str(args.real_defocus), **result}
         data = args.data or _default_data(name)
         evaluate_task(TASKS[name], data, model_dir, args.reports, args.held_out_fraction, extra)

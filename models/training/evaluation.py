@@ -239,14 +239,36 @@ def _real_images(paths: list[Path]) -> list[np.ndarray]:
     return [_fit(load_image(path, 3), 8) for path in paths]
 
 
-def real_defocus_check(model_dir: Path, paths: list[Path]) -> dict[str, Any]:
-    """No-reference sharpness of real defocused images before and after the model."""
+def real_defocus_check(
+    model_dir: Path, paths: list[Path], example_path: Path | None = None
+) -> dict[str, Any]:
+    """No-reference sharpness of real defocused images before and after the model.
+
+    These figures also rise when the model only amplifies noise, so ``example_path`` gets
+    the first image before and after, to look at.
+    """
     sess = open_session(model_dir / "model.onnx", threads=2)
     before, after = [], []
-    for image in _real_images(paths):
+    for k, image in enumerate(_real_images(paths)):
+        restored = np.clip(run_session(sess, image), 0, 1)
         before.append(no_reference(image))
-        after.append(no_reference(np.clip(run_session(sess, image), 0, 1)))
+        after.append(no_reference(restored))
+        if k == 0 and example_path is not None:
+            window = _around_brightest(image, 160)
+            example = {"input": image[window], "model": restored[window]}
+            _save_examples(example, example_path, "real defocus, first image")
     return {"images": len(paths), "before": _summarise(before), "after": _summarise(after)}
+
+
+def _around_brightest(image: np.ndarray, size: int) -> tuple[slice, slice]:
+    """A ``size`` px window centred where the image is brightest on average."""
+    from scipy.ndimage import uniform_filter
+
+    grey = uniform_filter(image.mean(axis=2), size // 4)
+    cy, cx = np.unravel_index(int(np.argmax(grey)), grey.shape)
+    y = int(np.clip(cy - size // 2, 0, max(0, image.shape[0] - size)))
+    x = int(np.clip(cx - size // 2, 0, max(0, image.shape[1] - size)))
+    return slice(y, y + size), slice(x, x + size)
 
 
 def real_defocus_votes(classifier_dir: Path, paths: list[Path], tile: int = 128) -> dict:
