@@ -276,7 +276,8 @@ TASKS: dict[str, TaskConfig] = {
         },
         reference="disk r=4 px",
         description="Removes defocus blur (disk radius 1-7 px or Gaussian sigma 0.5-5 px, "
-        "with noise and JPEG re-compression) from RGB tiles.",
+        "with noise and JPEG re-compression) from RGB tiles of H&E brightfield slides. On "
+        "fluorescence, or blur far beyond 7 px, it amplifies noise.",
         clip_grad_norm=2.0,
     ),
     "sr-x4": TaskConfig(
