@@ -86,6 +86,7 @@ class ModelPublic(BaseModel):
     scale: int
     tile_px: int
     halo_px: int
+    min_size_px: int
     in_channels: int
     out_channels: int
     sha256: str

@@ -104,8 +104,11 @@ def test_huge_thumbnail_request_is_refused(client: httpx.Client, slide: dict) ->
 
 
 def test_models_are_listed(client: httpx.Client) -> None:
-    names = {m["name"] for m in client.get("/v1/models").json()}
-    assert {"identity", "blur3x3", "nearest-x2"} <= names
+    models = {m["name"]: m for m in client.get("/v1/models").json()}
+    assert {"identity", "blur3x3", "nearest-x2"} <= set(models)
+    assert models["identity"]["min_size_px"] == 1
+    for name in {"deblur-motion", "deblur-defocus"} & set(models):
+        assert models[name]["min_size_px"] == 64
 
 
 @pytest.mark.parametrize(
