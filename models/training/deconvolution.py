@@ -145,10 +145,11 @@ class DefocusWiener(nn.Module):
         return d_rows @ image @ d_cols.transpose(0, 1)
 
     def radial_profile(self, coefficients: torch.Tensor) -> torch.Tensor:
-        """``[N, bins + 1]``: log10 mean luminance power in rings of 0..pi rad/px, and its mean.
+        """``[N, bins]``: log10 mean luminance power in rings 1 .. bins-1, then their mean.
 
-        The ring values have their mean over rings subtracted (the spectrum's shape, not the
-        image's contrast); that mean is the last element.
+        Ring j spans ``[j, j + 1) * pi / bins`` rad/px (ring 0, the mean brightness, and
+        frequencies beyond pi are left out). The ring values have their mean subtracted
+        (the spectrum's shape, not the image's contrast); that mean is the last element.
         """
         grey = coefficients.mean(dim=1).flatten(1)  # [N, rows * cols]
         rows, cols = coefficients.shape[2], coefficients.shape[3]
