@@ -93,6 +93,9 @@ def tissue_fraction(image: np.ndarray, block: int = 32, min_std: float = 0.04) -
     return float((blocks >= min_std).mean())
 
 
+MIN_CROP_STD = 0.03  # emptier crops are background: re-drawn in training, skipped in evaluation
+
+
 @dataclass
 class ImagePool:
     """Sharp images held in memory, with their file names."""
@@ -121,7 +124,7 @@ class ImagePool:
         return cls(images, kept)
 
     def random_crop(
-        self, size: int, rng: np.random.Generator, min_std: float = 0.03, tries: int = 10
+        self, size: int, rng: np.random.Generator, min_std: float = MIN_CROP_STD, tries: int = 10
     ) -> np.ndarray:
         """A random ``size``-px crop, preferring crops with texture (std >= ``min_std``)."""
         crop = None

@@ -16,7 +16,7 @@ import numpy as np
 from models.manifest import BLUR_CLASSES, load_manifest, write_manifest
 from models.runtime import open_session
 from models.training import baselines
-from models.training.data import ImagePool, discover_images, split_paths
+from models.training.data import MIN_CROP_STD, ImagePool, discover_images, split_paths
 from models.training.metrics import full_reference, no_reference
 from models.training.tasks import BlurParams, Params, TaskConfig, VideoRateParams
 
@@ -180,7 +180,7 @@ def evaluate_classifier(
         for y in range(0, image.shape[0] - tile - 2 * m + 1, tile):
             for x in range(0, image.shape[1] - tile - 2 * m + 1, tile):
                 crop = image[y : y + tile + 2 * m, x : x + tile + 2 * m]
-                if crop[m:-m, m:-m].std() < 0.03:
+                if crop[m:-m, m:-m].std() < MIN_CROP_STD:
                     continue
                 for _ in range(samples_per_tile):
                     params, label = config.sample(rng)
@@ -274,8 +274,8 @@ def _around_brightest(image: np.ndarray, size: int) -> tuple[slice, slice]:
 def real_defocus_votes(classifier_dir: Path, paths: list[Path], tile: int = 128) -> dict:
     """How the classifier labels 128 px tiles of real defocused images (should be defocus).
 
-    Tiles with a standard deviation below 0.03 (empty background) are left out, as in
-    training and in :func:`evaluate_classifier`.
+    Tiles with a standard deviation below ``MIN_CROP_STD`` (empty background) are left
+    out, as in training and in :func:`evaluate_classifier`.
     """
     sess = open_session(classifier_dir / "model.onnx", threads=2)
     votes = np.zeros(4, dtype=int)
@@ -286,7 +286,7 @@ def real_defocus_votes(classifier_dir: Path, paths: list[Path], tile: int = 128)
             for y in range(0, image.shape[0] - tile + 1, tile)
             for x in range(0, image.shape[1] - tile + 1, tile)
         ]
-        textured = [t for t in tiles if t.std() >= 0.03]
+        textured = [t for t in tiles if t.std() >= MIN_CROP_STD]
         skipped += len(tiles) - len(textured)
         if textured:
             logits, _ = sess.run(None, {"image": np.stack(textured).astype(np.float32)})
