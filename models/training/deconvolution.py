@@ -20,12 +20,15 @@ class MotionWiener(nn.Module):
     """
 
     min_size_px = 64  # a 32 px mirror pad, and lags up to max_length + 1 in the estimator
+    noise_fractions = (0.0, 0.3, 1.0, 3.0)  # noise floors tried, times the high-band power
 
     def __init__(self, max_length: int = 36, pad: int = 32) -> None:
         super().__init__()
         self.max_length, self.pad = max_length, pad
         half = max_length // 2 + 1
         self.register_buffer("offsets", torch.arange(-half, half + 1).float(), persistent=False)
+        candidates = torch.arange(20, 10 * max_length + 1).float() / 10  # 2.0 .. max_length px
+        self.register_buffer("candidates", candidates, persistent=False)
 
     def box(self, length: torch.Tensor) -> torch.Tensor:
         """Area-rasterised centred boxes ``[N, taps]`` of ``length`` px (as ``motion_psf``)."""
@@ -48,6 +51,77 @@ class MotionWiener(nn.Module):
         idx = torch.arange(size)
         index = torch.remainder(idx[None, :] - idx[:, None], size)
         return taps[:, index][:, None]
+
+    def response(self, length: torch.Tensor, size: int, like: torch.Tensor) -> torch.Tensor:
+        """Cosine response ``[N, size]`` of each box at the DCT frequencies ``pi k / size``."""
+        omega = torch.pi * torch.arange(size, device=like.device).to(like.dtype) / size
+        return self.box(length) @ torch.cos(self.offsets[:, None] * omega[None, :])
+
+    def fit_length(
+        self, image: torch.Tensor, coarse: torch.Tensor, horizontal: torch.Tensor
+    ) -> torch.Tensor:
+        """The box length ``[N]`` whose spectrum best explains the blurred axis, near ``coarse``.
+
+        A box blur multiplies the luminance power spectrum along its axis by ``H(w)^2``,
+        which has zeros near ``2 pi k / L``; the axis across the blur keeps the tissue's own
+        spectrum. With that as the reference, each candidate length (0.1 px steps, within
+        ``max(2, 0.3 coarse)`` px of the learned ``coarse`` estimate, which rules out
+        harmonics) predicts the blurred spectrum as ``H^2 (P_across - n) + n`` for a few
+        noise floors ``n``. The best fit of the log spectra wins, up to a straight line in
+        frequency, since the two axes of the tissue may differ in contrast and slope.
+        """
+        # float64: a float32 fit can pick another candidate in torch than in ONNX Runtime
+        # where two fit almost equally well
+        grey = image.mean(dim=1).double()
+        rows, cols = grey.shape[1], grey.shape[2]
+        # DCT power along one axis, averaged over the other (Parseval: no 2-D DCT needed)
+        along_x = ((grey @ dct_matrix(cols, grey).transpose(0, 1)) ** 2).mean(dim=1)  # [N, cols]
+        along_y = ((dct_matrix(rows, grey) @ grey) ** 2).mean(dim=2)  # [N, rows]
+        lengths = self.candidates.to(grey.dtype)
+        losses = [
+            self._spectrum_misfit(along_x, along_y, lengths, grey),
+            self._spectrum_misfit(along_y, along_x, lengths, grey),
+        ]
+        misfit = torch.where(horizontal[:, None] > 0.5, losses[0], losses[1])
+        reach = torch.clamp(0.3 * coarse, min=2.0)[:, None]
+        distance = (lengths[None, :] - coarse[:, None]).abs()
+        # where the spectrum cannot tell lengths apart (a noise floor above the whole
+        # reference: every fit alike), the length nearest the coarse one wins the tie
+        misfit = misfit * (1 + 1e-6 * distance / reach)
+        masked = torch.where(distance <= reach, misfit, misfit.new_full((), 1e9))
+        # a parabola through the best candidate and its neighbours (even those out of reach)
+        # gives the sub-step length
+        k = masked.argmin(dim=1, keepdim=True).clamp(1, lengths.shape[0] - 2)
+        left, centre, right = (misfit.gather(1, k + d)[:, 0] for d in (-1, 0, 1))
+        curvature = (left - 2 * centre + right).clamp(min=1e-12)
+        shift = (0.5 * (left - right) / curvature).clamp(-0.5, 0.5)
+        return (lengths[k[:, 0]] + shift * (lengths[1] - lengths[0])).to(image.dtype)
+
+    def _spectrum_misfit(
+        self, blurred: torch.Tensor, across: torch.Tensor, lengths: torch.Tensor, like: torch.Tensor
+    ) -> torch.Tensor:
+        """``[N, candidates]`` mean squared log-spectrum error, best over the noise floors."""
+        size = blurred.shape[1]
+        # the reference spectrum at the blurred axis's frequencies (sizes may differ)
+        index = torch.arange(size, device=like.device) * across.shape[1] // size
+        reference = across.gather(1, index[None, :].expand(across.shape[0], -1))
+        blurred, reference = blurred[:, 1:], reference[:, 1:]  # drop the mean
+        gain = self.response(lengths, size, like)[:, 1:] ** 2  # [candidates, size - 1]
+        level = reference.narrow(1, size // 2, reference.shape[1] - size // 2).mean(dim=1)
+        observed = torch.log(blurred + 1e-12)[:, None, :]
+        # a constant and a slope, fitted out of each residual below
+        slope = torch.arange(1, size, device=like.device).to(like.dtype)
+        slope = slope - slope.mean()  # orthogonal to a constant
+        slope = slope / torch.sqrt((slope * slope).sum())
+        best = []
+        for fraction in self.noise_fractions:
+            floor = (fraction * level)[:, None, None]
+            predicted = gain[None] * torch.relu(reference[:, None, :] - floor) + floor
+            residual = observed - torch.log(predicted + 1e-12)
+            residual = residual - residual.mean(dim=2, keepdim=True)
+            residual = residual - (residual @ slope)[..., None] * slope
+            best.append((residual**2).mean(dim=2))
+        return torch.stack(best).amin(dim=0)
 
     def forward(
         self,

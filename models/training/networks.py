@@ -218,11 +218,13 @@ class WienerUNet(nn.Module):
     def estimate(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(length_px, horizontal probability, horizontal logit)`` per image.
 
-        The MLP's length is coarse (about +-1 px); it is refined to the sub-pixel position of
-        the autocorrelation dip within 2 lags of it, along the estimated axis.
+        The MLP's length is coarse (about +-1 px); the spectrum along the estimated axis
+        refines it to 0.1 px (:meth:`MotionWiener.fit_length`).
         """
-        curves, (coarse, horizontal, logit) = self._curves_and_estimate(image)
-        return refine_dip(curves, coarse.detach(), horizontal.detach()), horizontal, logit
+        _, (coarse, horizontal, logit) = self._curves_and_estimate(image)
+        with torch.no_grad():
+            length = self.deconvolve.fit_length(image, coarse.detach(), horizontal.detach())
+        return length, horizontal, logit
 
     def _curves_and_estimate(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         with torch.no_grad():
@@ -311,30 +313,6 @@ class DefocusWienerUNet(nn.Module):
         radius, _, logit = self.estimator(profile)  # the MLP's coarse radius
         l1 = (radius - blur[:, 2]).abs().mean()
         return 0.1 * l1 + 0.1 * F.binary_cross_entropy_with_logits(logit, blur[:, 3])
-
-
-def refine_dip(
-    curves: torch.Tensor, length: torch.Tensor, horizontal: torch.Tensor
-) -> torch.Tensor:
-    """Sub-pixel lag of the deepest autocorrelation dip within 2 lags of ``length``.
-
-    ``curves`` is ``[N, 2, lags]`` (x, y; index k holds lag k + 1); the axis is x where
-    ``horizontal`` > 0.5. A parabola through the minimum and its neighbours gives the
-    sub-pixel position.
-    """
-    lags = curves.shape[2]
-    along = torch.where(horizontal[:, None] > 0.5, curves[:, 0], curves[:, 1])
-    # index of lag round(L), kept so that the window and the parabola stay inside the curve
-    centre = (torch.round(length).long() - 1).clamp(3, lags - 4)
-    window = centre[:, None] + torch.arange(-2, 3)[None, :]
-    values = along.gather(1, window)
-    k = window.gather(1, values.argmin(dim=1, keepdim=True))[:, 0]
-    c = along.gather(1, k[:, None])[:, 0]
-    left = along.gather(1, (k - 1)[:, None])[:, 0]
-    right = along.gather(1, (k + 1)[:, None])[:, 0]
-    curvature = (left - 2 * c + right).clamp(min=1e-6)
-    shift = (0.5 * (left - right) / curvature).clamp(-0.5, 0.5)
-    return k.float() + 1 + shift
 
 
 DISK_FIRST_ZERO = 3.8317  # first zero of J1: a disk of radius r has none in H at omega < 3.83 / r

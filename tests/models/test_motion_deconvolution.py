@@ -62,23 +62,25 @@ def test_wiener_stage_equals_fft_wiener_with_the_true_psf_inside_the_image() -> 
     assert metrics.psnr(_hwc(smooth)[inner], sharp[inner]) > before + 2
 
 
-def test_coarse_length_is_snapped_to_the_sub_pixel_dip_nearby() -> None:
-    from models.training.networks import refine_dip
+@pytest.mark.parametrize("length", [4.0, 9.5, 15.0, 27.0])
+@pytest.mark.parametrize(("angle", "shape"), [(0.0, (256, 256)), (90.0, (224, 288))])
+def test_spectrum_fit_recovers_the_box_length(
+    length: float, angle: float, shape: tuple[int, int]
+) -> None:
+    sharp = synthetic_tissue(288, 5)[: shape[0], : shape[1]]
+    psf = deg.motion_psf(length, angle)
+    blurred = deg.blur(sharp, psf, 1 / 255, np.random.default_rng(2))
+    horizontal = torch.tensor([1.0 if angle == 0.0 else 0.0])
+    with torch.no_grad():  # the learned estimate is only a coarse guess: here 20 % too long
+        fitted = MotionWiener().fit_length(_nchw(blurred), torch.tensor([1.2 * length]), horizontal)
+    assert fitted.item() == pytest.approx(length, abs=0.3)
 
-    lags = torch.arange(1, 38).float()
-    along = 0.3 * (lags - 15.3) ** 2 / 10 - 0.5  # a parabola with its minimum at lag 15.3
-    along = along.clamp(max=0.0)
-    other = torch.zeros(37)
-    curves = torch.stack([torch.stack([along, other]), torch.stack([other, along])])
-    length = refine_dip(curves, torch.tensor([13.6, 16.9]), torch.tensor([1.0, 0.0]))
-    torch.testing.assert_close(length, torch.tensor([15.3, 15.3]), atol=1e-3, rtol=0)
 
-
-def test_snapping_stays_inside_the_curve_at_both_ends() -> None:
-    from models.training.networks import refine_dip
-
-    rising = torch.arange(1, 38).float()  # minimum at lag 1, the first element
-    curves = torch.stack([rising, rising])[None].repeat(2, 1, 1)
-    curves[1] = curves[1].flip(-1)  # minimum at the last lag
-    length = refine_dip(curves, torch.tensor([1.0, 36.0]), torch.tensor([1.0, 1.0]))
-    assert 1.0 <= length[0].item() <= 5.0 and 33.0 <= length[1].item() <= 37.0
+def test_spectrum_fit_stays_within_reach_of_the_coarse_estimate() -> None:
+    sharp = synthetic_tissue(256, 5)
+    blurred = deg.blur(sharp, deg.motion_psf(8.0, 0.0), 1 / 255, np.random.default_rng(2))
+    coarse = torch.tensor([8.0, 20.0])  # 20 px: twice the true length, so 8 px is out of reach
+    with torch.no_grad():
+        fitted = MotionWiener().fit_length(_nchw(blurred).repeat(2, 1, 1, 1), coarse, torch.ones(2))
+    assert fitted[0].item() == pytest.approx(8.0, abs=0.3)
+    assert 14.0 - 1e-4 <= fitted[1].item() <= 26.0 + 1e-4
