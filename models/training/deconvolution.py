@@ -70,17 +70,16 @@ class MotionWiener(nn.Module):
         noise floors ``n``. The best fit of the log spectra wins, up to a straight line in
         frequency, since the two axes of the tissue may differ in contrast and slope.
         """
-        # float64: a float32 fit can pick another candidate in torch than in ONNX Runtime
-        # where two fit almost equally well
-        grey = image.mean(dim=1).double()
+        grey = image.mean(dim=1)
         rows, cols = grey.shape[1], grey.shape[2]
-        # DCT power along one axis, averaged over the other (Parseval: no 2-D DCT needed)
-        along_x = ((grey @ dct_matrix(cols, grey).transpose(0, 1)) ** 2).mean(dim=1)  # [N, cols]
-        along_y = ((dct_matrix(rows, grey) @ grey) ** 2).mean(dim=2)  # [N, rows]
-        lengths = self.candidates.to(grey.dtype)
+        # DCT power along one axis, averaged over the other (Parseval: no 2-D DCT needed);
+        # the fit runs in float64, where torch and ONNX Runtime rank the lengths alike
+        along_x = ((grey @ dct_matrix(cols, grey).transpose(0, 1)) ** 2).mean(dim=1).double()
+        along_y = ((dct_matrix(rows, grey) @ grey) ** 2).mean(dim=2).double()
+        lengths = self.candidates.double()
         losses = [
-            self._spectrum_misfit(along_x, along_y, lengths, grey),
-            self._spectrum_misfit(along_y, along_x, lengths, grey),
+            self._spectrum_misfit(along_x, along_y, lengths, along_x),
+            self._spectrum_misfit(along_y, along_x, lengths, along_x),
         ]
         misfit = torch.where(horizontal[:, None] > 0.5, losses[0], losses[1])
         reach = torch.clamp(0.3 * coarse, min=2.0)[:, None]
