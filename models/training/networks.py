@@ -200,9 +200,10 @@ class CurveEstimator(nn.Module):
 class WienerUNet(nn.Module):
     """Motion deblurring: estimate the box PSF, Wiener-deconvolve with it, refine with a U-Net.
 
-    A :class:`CurveEstimator` reads the blur length and axis from the gradient
-    autocorrelation; :class:`MotionWiener` deconvolves with a sharp (weakly
-    regularised, noisy) and a smooth balance. The U-Net sees the blurred input, both Wiener
+    A :class:`CurveEstimator` reads a coarse blur length and the axis from the gradient
+    autocorrelation, and :meth:`MotionWiener.fit_length` refines the length against the
+    tile's spectrum; :class:`MotionWiener` deconvolves with a sharp (weakly regularised,
+    noisy) and a smooth balance. The U-Net sees the blurred input, both Wiener
     estimates, the length and the axis, and outputs a correction to the smooth estimate
     (ringing, amplified noise, estimation errors). The estimator learns from
     :meth:`auxiliary_loss` only. Inputs must be at least ``min_size_px`` on each side.
@@ -219,7 +220,7 @@ class WienerUNet(nn.Module):
         """``(length_px, horizontal probability, horizontal logit)`` per image.
 
         The MLP's length is coarse (about +-1 px); the spectrum along the estimated axis
-        refines it to 0.1 px (:meth:`MotionWiener.fit_length`).
+        refines it to about 0.1 px (:meth:`MotionWiener.fit_length`).
         """
         _, (coarse, horizontal, logit) = self._curves_and_estimate(image)
         with torch.no_grad():
