@@ -78,8 +78,8 @@ class MotionWiener(nn.Module):
         along_y = ((dct_matrix(rows, grey) @ grey) ** 2).mean(dim=2).double()
         lengths = self.candidates.double()
         losses = [
-            self._spectrum_misfit(along_x, along_y, lengths, along_x),
-            self._spectrum_misfit(along_y, along_x, lengths, along_x),
+            self._spectrum_misfit(along_x, along_y, lengths),
+            self._spectrum_misfit(along_y, along_x, lengths),
         ]
         misfit = torch.where(horizontal[:, None] > 0.5, losses[0], losses[1])
         reach = torch.clamp(0.3 * coarse, min=2.0)[:, None]
@@ -97,19 +97,19 @@ class MotionWiener(nn.Module):
         return (lengths[k[:, 0]] + shift * (lengths[1] - lengths[0])).to(image.dtype)
 
     def _spectrum_misfit(
-        self, blurred: torch.Tensor, across: torch.Tensor, lengths: torch.Tensor, like: torch.Tensor
+        self, blurred: torch.Tensor, across: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
         """``[N, candidates]`` mean squared log-spectrum error, best over the noise floors."""
         size = blurred.shape[1]
         # the reference spectrum at the blurred axis's frequencies (sizes may differ)
-        index = torch.arange(size, device=like.device) * across.shape[1] // size
+        index = torch.arange(size, device=blurred.device) * across.shape[1] // size
         reference = across.gather(1, index[None, :].expand(across.shape[0], -1))
         blurred, reference = blurred[:, 1:], reference[:, 1:]  # drop the mean
-        gain = self.response(lengths, size, like)[:, 1:] ** 2  # [candidates, size - 1]
+        gain = self.response(lengths, size, blurred)[:, 1:] ** 2  # [candidates, size - 1]
         level = reference.narrow(1, size // 2, reference.shape[1] - size // 2).mean(dim=1)
         observed = torch.log(blurred + 1e-12)[:, None, :]
         # a constant and a slope, fitted out of each residual below
-        slope = torch.arange(1, size, device=like.device).to(like.dtype)
+        slope = torch.arange(1, size, device=blurred.device).to(blurred.dtype)
         slope = slope - slope.mean()  # orthogonal to a constant
         slope = slope / torch.sqrt((slope * slope).sum())
         best = []
