@@ -36,7 +36,7 @@ def test_manifest_matches_the_files(name: str) -> None:
 # where deblur-defocus measured 2.66 MP/s (models/README.md). Strict, so that the mark must go
 # once a re-measured figure meets the target again.
 BELOW_SPEED_TARGET = pytest.mark.xfail(
-    reason="measured 1.50 and 1.72 MP/s on the latest release's VM", strict=True
+    reason="measured 1.46 and 1.72 MP/s on the latest release's VM", strict=True
 )
 
 
