@@ -36,6 +36,9 @@ def train_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--resume", action="store_true", help="continue from --work-dir state")
     parser.add_argument("--init-from", type=Path, help="checkpoint.pt to fine-tune from")
+    parser.add_argument(
+        "--freeze", nargs="+", default=[], help="parameter-name prefixes to keep fixed (estimator)"
+    )
     parser.add_argument("--held-out-fraction", type=float, default=0.2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=50)
@@ -55,6 +58,7 @@ def train_main(argv: list[str] | None = None) -> None:
         lr=args.lr,
         resume=args.resume,
         init_from=args.init_from,
+        freeze=args.freeze,
         held_out_fraction=args.held_out_fraction,
         threads=args.threads,
         log_every=args.log_every,

@@ -257,12 +257,21 @@ class DefocusWiener(nn.Module):
         cos_x = torch.cos(self.offsets[:, None] * wx[None, :])  # [S, cols]
         return (cos_y @ psf @ cos_x)[:, None]
 
+    @staticmethod
+    def inverse(coefficients: torch.Tensor) -> torch.Tensor:
+        """The image whose DCT-II coefficients these are (undoes :meth:`transform`)."""
+        d_rows = dct_matrix(coefficients.shape[2], coefficients)
+        d_cols = dct_matrix(coefficients.shape[3], coefficients)
+        return d_rows.transpose(0, 1) @ coefficients @ d_cols
+
+    @staticmethod
+    def gain(response: torch.Tensor, balance: float) -> torch.Tensor:
+        """The Wiener filter ``H / (H^2 + balance)`` for a :meth:`response`."""
+        return response / (response * response + balance)
+
     def deconvolve(
         self, coefficients: torch.Tensor, psf: torch.Tensor, balance: float
     ) -> torch.Tensor:
         """The Wiener estimate for ``psf`` ``[N, S, S]`` from :meth:`transform`'s output."""
-        rows, cols = coefficients.shape[2], coefficients.shape[3]
-        h = self.response(psf, rows, cols)
-        d_rows = dct_matrix(rows, coefficients)
-        d_cols = dct_matrix(cols, coefficients)
-        return d_rows.transpose(0, 1) @ (coefficients * h / (h * h + balance)) @ d_cols
+        h = self.response(psf, coefficients.shape[2], coefficients.shape[3])
+        return self.inverse(coefficients * self.gain(h, balance))

@@ -26,6 +26,7 @@ from models.training.networks import (
     DefocusWienerUNet,
     SRResNet,
     UNetDeblur,
+    UNetSR,
     WienerUNet,
 )
 from models.training.tasks import TaskConfig
@@ -38,6 +39,7 @@ NETWORKS: dict[str, type[nn.Module]] = {
     "wiener-unet": WienerUNet,
     "defocus-wiener-unet": DefocusWienerUNet,
     "srresnet": SRResNet,
+    "unet-sr": UNetSR,
     "classifier": BlurClassifier,
 }
 
@@ -65,8 +67,33 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a network from a checkpoint written by :func:`save_checkpoint`."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     model = build_network(payload["network"], payload["network_kwargs"])
-    model.load_state_dict(payload["state_dict"])
+    load_weights(model, payload["state_dict"])
     return model.eval(), payload
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state`` into ``model``, also from before a convolution gained input channels.
+
+    A network that has since been given more inputs, appended after the old ones, keeps the
+    old weights for the old inputs and gets zero weights for the new ones, so it starts out
+    computing exactly what the checkpoint did and fine-tuning learns to use the new inputs.
+    Any other difference (names, output channels, kernel sizes) is an error.
+    """
+    own = model.state_dict()
+    if own.keys() != state.keys():
+        names = sorted(own.keys() ^ state.keys())
+        raise ValueError(f"checkpoint does not fit the network: {names}")
+    for name, tensor in state.items():
+        target = own[name]
+        if tensor.shape == target.shape:
+            continue
+        grows = tensor.dim() == 4 and tensor.shape[1] < target.shape[1]
+        if not grows or tensor.shape[:1] + tensor.shape[2:] != target.shape[:1] + target.shape[2:]:
+            raise ValueError(f"{name}: {tuple(tensor.shape)} does not fit {tuple(target.shape)}")
+        widened = torch.zeros_like(target)
+        widened[:, : tensor.shape[1]] = tensor
+        state = {**state, name: widened}
+    model.load_state_dict(state)
 
 
 def output_names(config: TaskConfig) -> list[str]:

@@ -115,6 +115,28 @@ class SRResNet(nn.Module):
         return base + self.upsample(x)
 
 
+class UNetSR(nn.Module):
+    """Super-resolution with a multi-scale U-Net: for noisy inputs, where context matters.
+
+    The input is upsampled by nearest neighbour (the adjoint of the detector's binning) and
+    refined by :class:`UNetDeblur`, whose first pixel-unshuffle brings it back to the input
+    resolution: the finest level runs at input resolution, the coarsest ``2 ** (levels -
+    1)`` times coarser, so it sees far more context for denoising than a residual stack of
+    the same cost. Input sides must be multiples of ``2 ** (levels - 1)``.
+    """
+
+    def __init__(self, channels: int = 1, scale: int = 2, base: int = 24, levels: int = 3) -> None:
+        super().__init__()
+        if scale != 2:
+            raise ValueError("scale must be 2")
+        self.scale = scale
+        self.unet = UNetDeblur(channels, base, levels)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Return the image upscaled by ``scale``."""
+        return self.unet(F.interpolate(image, scale_factor=float(self.scale), mode="nearest"))
+
+
 class BlurClassifier(nn.Module):
     """Strided-convolution classifier: blur class logits and blur extent in pixels.
 
@@ -259,20 +281,24 @@ class DefocusWienerUNet(nn.Module):
 
     A :class:`CurveEstimator` reads the radius and the disk probability from the radial
     power spectrum (:meth:`DefocusWiener.radial_profile`). :class:`DefocusWiener`
-    deconvolves twice with that radius, once as a disk and once as a Gaussian, since the two
-    are easily confused when the blur is small or the noise high. The U-Net sees the blurred
-    input, both estimates, the radius and the disk probability, and corrects their
-    probability-weighted mean. The estimator learns from :meth:`auxiliary_loss` only.
+    deconvolves with that radius, once as a disk and once as a Gaussian, since the two
+    are easily confused when the blur is small or the noise high, and a third time ten times
+    less regularised (their probability-weighted mix: noisy, but it keeps the frequencies
+    near the PSF's zeros that the smooth estimates drop). The U-Net sees the blurred input,
+    the three estimates, the radius and the disk probability, and corrects the
+    probability-weighted mean of the two smooth estimates. The estimator learns from
+    :meth:`auxiliary_loss` only.
     """
 
     min_size_px = 64
     balances = (1e-2, 3e-3)  # disk, Gaussian: the best true-PSF Wiener on training images
+    sharp_balances = (1e-3, 3e-4)
 
     def __init__(self, channels: int = 3, base: int = 24, levels: int = 3) -> None:
         super().__init__()
         self.deconvolve = DefocusWiener()
         self.estimator = CurveEstimator(self.deconvolve.bins, max_value=12.0, min_value=0.5)
-        self.refine = UNetDeblur(channels, base, levels, in_channels=3 * channels + 2)
+        self.refine = UNetDeblur(channels, base, levels, in_channels=4 * channels + 2)
 
     def estimate(self, coefficients: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``(radius_px, disk probability, disk logit)`` from DCT coefficients.
@@ -289,17 +315,26 @@ class DefocusWienerUNet(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Return the restored image, same shape as the input."""
-        coefficients = self.deconvolve.transform(image)
+        wiener = self.deconvolve
+        coefficients = wiener.transform(image)
         radius, disk, _ = (t.detach() for t in self.estimate(coefficients))
-        wiener = self.deconvolve.deconvolve
-        sharp_disk = wiener(coefficients, self.deconvolve.disk(radius), self.balances[0])
-        sharp_gauss = wiener(coefficients, self.deconvolve.gaussian(radius), self.balances[1])
-        sharp_disk, sharp_gauss = sharp_disk.clamp(-0.25, 1.25), sharp_gauss.clamp(-0.25, 1.25)
-        ones = torch.ones_like(image[:, :1])
+        rows, cols = image.shape[2], image.shape[3]
+        h_disk = wiener.response(wiener.disk(radius), rows, cols)
+        h_gauss = wiener.response(wiener.gaussian(radius), rows, cols)
         weight = disk[:, None, None, None]
+        gains = [
+            wiener.gain(h_disk, self.balances[0]),
+            wiener.gain(h_gauss, self.balances[1]),
+            weight * wiener.gain(h_disk, self.sharp_balances[0])
+            + (1 - weight) * wiener.gain(h_gauss, self.sharp_balances[1]),
+        ]
+        smooth_disk, smooth_gauss, sharp = (
+            wiener.inverse(coefficients * g).clamp(-0.25, 1.25) for g in gains
+        )
+        ones = torch.ones_like(image[:, :1])
         maps = [ones * (radius / self.estimator.max_value)[:, None, None, None], ones * weight]
-        features = torch.cat([image, sharp_disk, sharp_gauss, *maps], dim=1)
-        start = weight * sharp_disk + (1 - weight) * sharp_gauss
+        features = torch.cat([image, smooth_disk, smooth_gauss, *maps, sharp], dim=1)
+        start = weight * smooth_disk + (1 - weight) * smooth_gauss
         return self.refine.residual(features, start)
 
     def auxiliary_loss(self, image: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,7 @@ class TrainOptions:
     lr: float | None = None
     resume: bool = False
     init_from: Path | None = None
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed
     held_out_fraction: float = 0.2
     threads: int = 2
     log_every: int = 50
@@ -55,6 +56,22 @@ def _lr_at(step: int, total: int, base: float, warmup: int = 50) -> float:
         return base * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return base * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+def freeze(model: nn.Module, prefixes: list[str]) -> None:
+    """Keep the parameters whose names start with any of ``prefixes`` fixed.
+
+    For example ``estimator`` keeps a deblurring model's PSF estimator as it is while its
+    U-Net is fine-tuned. A prefix that names no parameter is an error (a typo would
+    otherwise train everything).
+    """
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name in names):
+            raise ValueError(f"--freeze {prefix}: no parameter name starts with it")
+    for name, parameter in model.named_parameters():
+        if any(name.startswith(prefix) for prefix in prefixes):
+            parameter.requires_grad_(False)
 
 
 def _state_path(options: TrainOptions) -> Path:
@@ -110,7 +127,9 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
         model.train()
     else:
         model = build_network(config.network, config.network_kwargs)
-    optimizer = torch.optim.Adam(model.parameters(), lr=base_lr)
+    freeze(model, options.freeze)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=base_lr)
     critic = PatchCritic(config.channels) if options.adversarial_steps else None
     critic_opt = torch.optim.Adam(critic.parameters(), lr=1e-4) if critic else None
     step, elapsed = 0, 0.0

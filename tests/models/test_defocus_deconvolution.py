@@ -24,6 +24,12 @@ def test_dct_matrix_is_orthonormal() -> None:
     torch.testing.assert_close(d @ d.T, torch.eye(37), atol=1e-5, rtol=0)
 
 
+def test_inverse_undoes_the_transform_on_a_non_square_image() -> None:
+    image = torch.rand(2, 3, 40, 56)
+    roundtrip = DefocusWiener.inverse(DefocusWiener.transform(image))
+    torch.testing.assert_close(roundtrip, image, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("kind", ["disk", "gaussian"])
 def test_psfs_match_the_degradation_library(kind: str) -> None:
     net = DefocusWiener()

@@ -18,6 +18,7 @@ TINY = {
     "wiener-unet": {"base": 4, "levels": 3},
     "defocus-wiener-unet": {"base": 4, "levels": 3},
     "srresnet": {"width": 8, "blocks": 1},
+    "unet-sr": {"base": 4, "levels": 3},
     "classifier": {"width": 4},
 }
 
@@ -128,6 +129,36 @@ def test_fine_tuning_starts_from_a_checkpoint(image_folder: Path, tmp_path: Path
         options(image_folder, tuned, steps=2, init_from=tmp_path / "base" / "checkpoint.pt"),
     )
     assert (tuned / "model.onnx").exists()
+
+
+def test_fine_tuning_can_keep_the_psf_estimator_fixed(image_folder: Path, tmp_path: Path) -> None:
+    config = tiny("deblur-defocus")
+    train(config, options(image_folder, tmp_path / "base", steps=2))
+    tuned = tmp_path / "tuned"
+    base = tmp_path / "base" / "checkpoint.pt"
+    train(config, options(image_folder, tuned, steps=3, init_from=base, freeze=["estimator"]))
+    before, _ = load_checkpoint(base)
+    after, _ = load_checkpoint(tuned / "checkpoint.pt")
+    old, new = before.state_dict(), after.state_dict()
+    assert all(torch.equal(old[k], new[k]) for k in old if k.startswith("estimator."))
+    assert not all(torch.equal(old[k], new[k]) for k in old if k.startswith("refine."))
+    with pytest.raises(ValueError, match="no parameter"):
+        train(config, options(image_folder, tmp_path / "typo", steps=1, freeze=["estimater"]))
+
+
+def test_a_checkpoint_from_before_an_input_was_added_loads_and_computes_the_same() -> None:
+    from models.training.export import load_weights
+    from models.training.networks import UNetDeblur
+
+    old = UNetDeblur(channels=3, base=4, levels=2, in_channels=5)
+    new = UNetDeblur(channels=3, base=4, levels=2, in_channels=7)
+    load_weights(new, old.state_dict())
+    features, start = torch.rand(1, 7, 32, 32), torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = old.residual(features[:, :5], start)
+        torch.testing.assert_close(new.residual(features, start), expected)
+    with pytest.raises(ValueError, match="does not fit"):
+        load_weights(UNetDeblur(channels=3, base=8, levels=2), old.state_dict())
 
 
 @pytest.mark.parametrize("name", ["deblur-motion", "deblur-defocus"])
