@@ -63,9 +63,17 @@ def save_checkpoint(model: nn.Module, config: TaskConfig, path: Path, **info: An
     )
 
 
-def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a network from a checkpoint written by :func:`save_checkpoint`."""
+def load_checkpoint(
+    path: Path, defaults: dict[str, Any] | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a network from a checkpoint written by :func:`save_checkpoint`.
+
+    ``defaults`` fills in network options that the checkpoint predates (such as the
+    classifier's ``average_rotated``); the checkpoint's own options always win. The
+    returned payload's ``network_kwargs`` are the options the network was built with.
+    """
     payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload["network_kwargs"] = {**(defaults or {}), **payload["network_kwargs"]}
     model = build_network(payload["network"], payload["network_kwargs"])
     load_weights(model, payload["state_dict"])
     return model.eval(), payload

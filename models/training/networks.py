@@ -142,9 +142,15 @@ class BlurClassifier(nn.Module):
 
     Outputs ``(logits [N, 4], extent [N, 1])``; classes are in-focus, defocus, motion, mixed.
     Global average pooling makes it accept any tile size; it is trained on 128 px tiles.
+    With ``average_rotated``, the network in eval mode (and so its ONNX export) averages
+    logits and extent over the tile and the tile turned by 180 degrees, which changes
+    neither blur class nor extent: a two-member ensemble at twice the cost. Training sees
+    single tiles; turns are part of its augmentation.
     """
 
-    def __init__(self, channels: int = 3, width: int = 16, classes: int = 4) -> None:
+    def __init__(
+        self, channels: int = 3, width: int = 16, classes: int = 4, average_rotated: bool = False
+    ) -> None:
         super().__init__()
         widths = [width, width * 2, width * 4, width * 4, width * 8]
         layers: list[nn.Module] = []
@@ -156,9 +162,18 @@ class BlurClassifier(nn.Module):
         self.features = nn.Sequential(*layers)
         self.logits = nn.Linear(prev * 2, classes)
         self.extent = nn.Linear(prev * 2, 1)
+        self.average_rotated = average_rotated
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return class logits and the blur extent (pixels, non-negative)."""
+        if self.training or not self.average_rotated:
+            return self.predict(image)
+        logits, extent = self.predict(torch.cat([image, image.flip(2, 3)]))
+        classes = logits.shape[1]
+        return logits.reshape(2, -1, classes).mean(0), extent.reshape(2, -1, 1).mean(0)
+
+    def predict(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and extent of each tile as it is."""
         f = self.features(image - 0.5)
         pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
         return self.logits(pooled), F.softplus(self.extent(pooled)) * 10.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -123,8 +123,12 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
     batch_size = options.batch or config.batch
     base_lr = options.lr or config.lr
     if options.init_from is not None:
-        model, _ = load_checkpoint(options.init_from)
+        model, payload = load_checkpoint(options.init_from, config.network_kwargs)
         model.train()
+        # the checkpoint's network, not the task's default, is what gets trained and saved
+        config = replace(
+            config, network=payload["network"], network_kwargs=payload["network_kwargs"]
+        )
     else:
         model = build_network(config.network, config.network_kwargs)
     freeze(model, options.freeze)

@@ -131,6 +131,53 @@ def test_fine_tuning_starts_from_a_checkpoint(image_folder: Path, tmp_path: Path
     assert (tuned / "model.onnx").exists()
 
 
+def test_fine_tuning_keeps_the_checkpoints_network_not_the_tasks_default(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    config = tiny("blur-classifier")
+    wider = dataclasses.replace(config, network_kwargs={**config.network_kwargs, "width": 6})
+    train(wider, options(image_folder, tmp_path / "base", steps=1))
+    tuned = tmp_path / "tuned"
+    train(
+        config, options(image_folder, tuned, steps=1, init_from=tmp_path / "base" / "checkpoint.pt")
+    )
+    _, payload = load_checkpoint(tuned / "checkpoint.pt")
+    assert payload["network_kwargs"]["width"] == 6
+    assert load_manifest(tuned / "manifest.json").model_extra["network"]["width"] == 6
+
+
+def test_a_checkpoint_gets_the_network_options_it_predates_from_the_task(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    config = tiny("blur-classifier")
+    plain = {k: v for k, v in config.network_kwargs.items() if k != "average_rotated"}
+    train(
+        dataclasses.replace(config, network_kwargs=plain),
+        options(image_folder, tmp_path / "a", steps=1),
+    )
+    old = tmp_path / "a" / "checkpoint.pt"
+    assert not load_checkpoint(old)[0].average_rotated
+    assert load_checkpoint(old, {"average_rotated": True, "width": 9})[0].average_rotated
+    assert load_checkpoint(old, {"width": 9})[1]["network_kwargs"]["width"] == 4  # its own wins
+    train(config, options(image_folder, tmp_path / "b", steps=1, init_from=old))
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")[0].average_rotated
+
+
+def test_the_classifier_averages_over_the_turned_tile_when_evaluating() -> None:
+    from models.training.networks import BlurClassifier
+
+    net = BlurClassifier(3, 4, average_rotated=True).eval()
+    tiles = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        logits, extent = net(tiles)
+        (a, ea), (b, eb) = net.predict(tiles), net.predict(tiles.flip(2, 3))
+    torch.testing.assert_close(logits, (a + b) / 2)
+    torch.testing.assert_close(extent, (ea + eb) / 2)
+    assert not torch.allclose(logits, a)
+    net.train()
+    assert net(tiles)[0].shape == (3, 4)  # training sees each tile once
+
+
 def test_fine_tuning_can_keep_the_psf_estimator_fixed(image_folder: Path, tmp_path: Path) -> None:
     config = tiny("deblur-defocus")
     train(config, options(image_folder, tmp_path / "base", steps=2))
