@@ -25,9 +25,10 @@ def test_dct_matrix_is_orthonormal() -> None:
 
 
 def test_inverse_undoes_the_transform_on_a_non_square_image() -> None:
-    image = torch.rand(2, 3, 40, 56)
+    image = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(0))
     roundtrip = DefocusWiener.inverse(DefocusWiener.transform(image))
-    torch.testing.assert_close(roundtrip, image, atol=1e-5, rtol=0)
+    # two float32 matrix products each way: up to 1.24e-5 over 200 random images
+    torch.testing.assert_close(roundtrip, image, atol=5e-5, rtol=0)
 
 
 @pytest.mark.parametrize("kind", ["disk", "gaussian"])
