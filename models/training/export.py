@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
 from pathlib import Path
@@ -69,11 +70,14 @@ def load_checkpoint(
     """Rebuild a network from a checkpoint written by :func:`save_checkpoint`.
 
     ``defaults`` fills in network options that the checkpoint predates (such as the
-    classifier's ``average_rotated``); the checkpoint's own options always win. The
-    returned payload's ``network_kwargs`` are the options the network was built with.
+    classifier's ``average_rotated``); options its network does not take are ignored, and
+    the checkpoint's own options always win. The returned payload's ``network_kwargs`` are
+    the options the network was built with.
     """
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    payload["network_kwargs"] = {**(defaults or {}), **payload["network_kwargs"]}
+    accepted = inspect.signature(NETWORKS[payload["network"]]).parameters
+    missing = {k: v for k, v in (defaults or {}).items() if k in accepted}
+    payload["network_kwargs"] = {**missing, **payload["network_kwargs"]}
     model = build_network(payload["network"], payload["network_kwargs"])
     load_weights(model, payload["state_dict"])
     return model.eval(), payload

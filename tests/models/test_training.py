@@ -159,6 +159,7 @@ def test_a_checkpoint_gets_the_network_options_it_predates_from_the_task(
     assert not load_checkpoint(old)[0].average_rotated
     assert load_checkpoint(old, {"average_rotated": True, "width": 9})[0].average_rotated
     assert load_checkpoint(old, {"width": 9})[1]["network_kwargs"]["width"] == 4  # its own wins
+    assert "base" not in load_checkpoint(old, {"base": 24})[1]["network_kwargs"]  # not its option
     train(config, options(image_folder, tmp_path / "b", steps=1, init_from=old))
     assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")[0].average_rotated
 
