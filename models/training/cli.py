@@ -39,6 +39,12 @@ def train_main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--freeze", nargs="+", default=[], help="parameter-name prefixes to keep fixed (estimator)"
     )
+    parser.add_argument(
+        "--add-blocks",
+        type=int,
+        default=0,
+        help="with --init-from an srresnet checkpoint: add residual blocks (start as identity)",
+    )
     parser.add_argument("--held-out-fraction", type=float, default=0.2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=50)
@@ -59,6 +65,7 @@ def train_main(argv: list[str] | None = None) -> None:
         resume=args.resume,
         init_from=args.init_from,
         freeze=args.freeze,
+        add_blocks=args.add_blocks,
         held_out_fraction=args.held_out_fraction,
         threads=args.threads,
         log_every=args.log_every,

@@ -98,7 +98,7 @@ class SRResNet(nn.Module):
         super().__init__()
         if scale not in (2, 4):
             raise ValueError("scale must be 2 or 4")
-        self.scale = scale
+        self.channels, self.scale, self.width, self.blocks = channels, scale, width, blocks
         self.head = conv3(channels, width)
         self.body = nn.Sequential(*(ResBlock(width) for _ in range(blocks)), conv3(width, width))
         ups: list[nn.Module] = []
@@ -113,6 +113,23 @@ class SRResNet(nn.Module):
         x = x + self.body(x)
         base = F.interpolate(image, scale_factor=float(self.scale), mode="nearest")
         return base + self.upsample(x)
+
+    def deepened(self, extra_blocks: int) -> SRResNet:
+        """A copy with ``extra_blocks`` more residual blocks that computes exactly the same.
+
+        The new blocks come after the old ones and start as identities (their last
+        convolution is zero), so fine-tuning the deeper network starts from this one's output.
+        """
+        deeper = SRResNet(self.channels, self.scale, self.width, self.blocks + extra_blocks)
+        deeper.head.load_state_dict(self.head.state_dict())
+        deeper.upsample.load_state_dict(self.upsample.state_dict())
+        for i in range(self.blocks):
+            deeper.body[i].load_state_dict(self.body[i].state_dict())
+        for block in deeper.body[self.blocks : self.blocks + extra_blocks]:
+            nn.init.zeros_(block.body[2].weight)
+            nn.init.zeros_(block.body[2].bias)
+        deeper.body[-1].load_state_dict(self.body[-1].state_dict())
+        return deeper.train(self.training)
 
 
 class UNetSR(nn.Module):

@@ -20,7 +20,7 @@ from models.training.losses import (
     generator_adversarial,
     restoration_loss,
 )
-from models.training.networks import PatchCritic
+from models.training.networks import PatchCritic, SRResNet
 from models.training.tasks import TaskConfig
 
 
@@ -41,6 +41,7 @@ class TrainOptions:
     resume: bool = False
     init_from: Path | None = None
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed
+    add_blocks: int = 0  # with init_from: residual blocks added to an srresnet checkpoint
     held_out_fraction: float = 0.2
     threads: int = 2
     log_every: int = 50
@@ -110,6 +111,15 @@ def _step_loss(
     return loss, terms, output
 
 
+def _deepened(model: nn.Module, payload: dict, extra_blocks: int) -> nn.Module:
+    """``model`` with ``extra_blocks`` identity residual blocks; ``payload`` is updated."""
+    if not isinstance(model, SRResNet):
+        raise ValueError(f"--add-blocks needs an srresnet checkpoint, not {payload['network']}")
+    deeper = model.deepened(extra_blocks)
+    payload["network_kwargs"] = {**payload["network_kwargs"], "blocks": deeper.blocks}
+    return deeper
+
+
 def train(config: TaskConfig, options: TrainOptions) -> Path:
     """Train (or fine-tune / resume) one model, then export it into ``options.out``.
 
@@ -124,6 +134,8 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
     base_lr = options.lr or config.lr
     if options.init_from is not None:
         model, payload = load_checkpoint(options.init_from, config.network_kwargs)
+        if options.add_blocks:
+            model = _deepened(model, payload, options.add_blocks)
         model.train()
         # the checkpoint's network, not the task's default, is what gets trained and saved
         config = replace(

@@ -209,6 +209,28 @@ def test_a_checkpoint_from_before_an_input_was_added_loads_and_computes_the_same
         load_weights(UNetDeblur(channels=3, base=8, levels=2), old.state_dict())
 
 
+def test_fine_tuning_can_deepen_a_super_resolution_network(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    config = tiny("sr-x4")
+    train(config, options(image_folder, tmp_path / "base", steps=1))
+    base = tmp_path / "base" / "checkpoint.pt"
+    shallow, _ = load_checkpoint(base)
+    image = torch.rand(1, 3, 20, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(shallow.deepened(2)(image), shallow(image))
+    tuned = tmp_path / "tuned"
+    train(config, options(image_folder, tuned, steps=2, init_from=base, add_blocks=2))
+    deeper, payload = load_checkpoint(tuned / "checkpoint.pt")
+    assert deeper.blocks == payload["network_kwargs"]["blocks"] == shallow.blocks + 2
+    assert load_manifest(tuned / "manifest.json").model_extra["network"]["blocks"] == deeper.blocks
+    motion = tiny("deblur-motion")
+    train(motion, options(image_folder, tmp_path / "m", steps=1))
+    init = tmp_path / "m" / "checkpoint.pt"
+    with pytest.raises(ValueError, match="srresnet"):
+        train(motion, options(image_folder, tmp_path / "m2", steps=1, init_from=init, add_blocks=1))
+
+
 @pytest.mark.parametrize("name", ["deblur-motion", "deblur-defocus"])
 def test_the_psf_estimator_learns_from_the_auxiliary_loss(name: str) -> None:
     config = tiny(name)
