@@ -19,6 +19,7 @@ def _default_data(task: str) -> list[Path]:
 
 def train_main(argv: list[str] | None = None) -> None:
     """Parse arguments and run :func:`models.training.trainer.train`."""
+    from models.training.losses import SSIM_WEIGHT
     from models.training.trainer import TrainOptions, train
 
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__)
@@ -45,6 +46,12 @@ def train_main(argv: list[str] | None = None) -> None:
         default=0,
         help="with --init-from an srresnet checkpoint: add residual blocks (start as identity)",
     )
+    parser.add_argument(
+        "--ssim-weight",
+        type=float,
+        default=SSIM_WEIGHT,
+        help="generators: weight of the (1 - SSIM) loss term beside L1",
+    )
     parser.add_argument("--held-out-fraction", type=float, default=0.2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=50)
@@ -66,6 +73,7 @@ def train_main(argv: list[str] | None = None) -> None:
         init_from=args.init_from,
         freeze=args.freeze,
         add_blocks=args.add_blocks,
+        ssim_weight=args.ssim_weight,
         held_out_fraction=args.held_out_fraction,
         threads=args.threads,
         log_every=args.log_every,

@@ -34,10 +34,13 @@ def frequency_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (fx - fy).abs().mean()
 
 
+SSIM_WEIGHT = 0.2
+
+
 def restoration_loss(
     output: torch.Tensor,
     target: torch.Tensor,
-    ssim_weight: float = 0.2,
+    ssim_weight: float = SSIM_WEIGHT,
     frequency_weight: float = 0.02,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L1 + ``ssim_weight`` (1 - SSIM) + ``frequency_weight`` frequency L1."""

@@ -209,6 +209,16 @@ def test_a_checkpoint_from_before_an_input_was_added_loads_and_computes_the_same
         load_weights(UNetDeblur(channels=3, base=8, levels=2), old.state_dict())
 
 
+def test_the_ssim_weight_reaches_the_generator_loss(image_folder: Path, tmp_path: Path) -> None:
+    config = tiny("sr-x4")
+    weights = {"a": 0.2, "b": 0.2, "c": 2.0}
+    for run, weight in weights.items():
+        train(config, options(image_folder, tmp_path / run, steps=2, ssim_weight=weight))
+    a, b, c = (load_checkpoint(tmp_path / run / "checkpoint.pt")[0].state_dict() for run in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # runs are reproducible...
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # ...so the weight made the difference
+
+
 def test_fine_tuning_can_deepen_a_super_resolution_network(
     image_folder: Path, tmp_path: Path
 ) -> None:
