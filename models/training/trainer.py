@@ -115,6 +115,8 @@ def _step_loss(
 
 def _deepened(model: nn.Module, payload: dict, extra_blocks: int) -> nn.Module:
     """``model`` with ``extra_blocks`` identity residual blocks; ``payload`` is updated."""
+    if extra_blocks < 0:
+        raise ValueError("--add-blocks must be positive")
     if not isinstance(model, SRResNet):
         raise ValueError(f"--add-blocks needs an srresnet checkpoint, not {payload['network']}")
     deeper = model.deepened(extra_blocks)
@@ -134,6 +136,8 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
     pool, data_description = training_data(config, options)
     batch_size = options.batch or config.batch
     base_lr = options.lr or config.lr
+    if options.add_blocks and options.init_from is None:
+        raise ValueError("--add-blocks deepens a checkpoint: give it --init-from")
     if options.init_from is not None:
         model, payload = load_checkpoint(options.init_from, config.network_kwargs)
         if options.add_blocks:

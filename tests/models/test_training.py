@@ -239,6 +239,8 @@ def test_fine_tuning_can_deepen_a_super_resolution_network(
     init = tmp_path / "m" / "checkpoint.pt"
     with pytest.raises(ValueError, match="srresnet"):
         train(motion, options(image_folder, tmp_path / "m2", steps=1, init_from=init, add_blocks=1))
+    with pytest.raises(ValueError, match="init-from"):
+        train(config, options(image_folder, tmp_path / "no-init", steps=1, add_blocks=1))
 
 
 @pytest.mark.parametrize("name", ["deblur-motion", "deblur-defocus"])
