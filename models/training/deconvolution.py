@@ -190,6 +190,37 @@ def dct_matrix(size: int, like: torch.Tensor) -> torch.Tensor:
     return matrix * scale
 
 
+def binning_matrix(size: int, bins: int, like: torch.Tensor) -> torch.Tensor:
+    """``[bins, size]`` matrix that averages ``size`` samples into ``bins`` equal bands.
+
+    Dynamic in ONNX like :func:`dct_matrix`; ``size`` must be at least ``bins``.
+    """
+    n = torch.arange(size, device=like.device)
+    count = n[-1] + 1
+    band = torch.div(n * bins, count, rounding_mode="floor")
+    member = (band[None, :] == torch.arange(bins, device=like.device)[:, None]).to(like.dtype)
+    return member / member.sum(dim=1, keepdim=True)
+
+
+def binned_log_power(image: torch.Tensor, bins: int) -> torch.Tensor:
+    """Log power of the luminance's DCT-II, averaged into ``bins x bins`` frequency bands.
+
+    ``[N, C, H, W]`` -> ``[N, bins, bins]``, band (i, j) covering vertical frequencies
+    ``i / bins .. (i + 1) / bins`` and horizontal ones ``j / bins ..`` of the Nyquist
+    frequency. Blur shows here directly: a box along one axis lowers the power along that
+    axis only, a defocus PSF lowers it in every direction.
+    """
+    grey = image.mean(dim=1)
+    rows, cols = grey.shape[1], grey.shape[2]
+    coefficients = dct_matrix(rows, grey) @ grey @ dct_matrix(cols, grey).transpose(0, 1)
+    log_power = torch.log(coefficients**2 + 1e-7)
+    return (
+        binning_matrix(rows, bins, grey)
+        @ log_power
+        @ binning_matrix(cols, bins, grey).transpose(0, 1)
+    )
+
+
 class DefocusWiener(nn.Module):
     """Wiener deconvolution of symmetric 2-D PSFs (disk or Gaussian defocus) in the DCT domain.
 

@@ -76,36 +76,41 @@ def load_checkpoint(
     """
     payload = torch.load(path, map_location="cpu", weights_only=True)
     accepted = inspect.signature(NETWORKS[payload["network"]]).parameters
-    missing = {k: v for k, v in (defaults or {}).items() if k in accepted}
-    payload["network_kwargs"] = {**missing, **payload["network_kwargs"]}
+    own = payload["network_kwargs"]
+    predated = {k: v for k, v in (defaults or {}).items() if k in accepted and k not in own}
+    payload["network_kwargs"] = {**predated, **own}
     model = build_network(payload["network"], payload["network_kwargs"])
-    load_weights(model, payload["state_dict"])
+    load_weights(model, payload["state_dict"], grown=bool(predated))
     return model.eval(), payload
 
 
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load ``state`` into ``model``, also from before a convolution gained input channels.
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], grown: bool = False) -> None:
+    """Load ``state`` into ``model``, also from before the network gained inputs or a branch.
 
-    A network that has since been given more inputs, appended after the old ones, keeps the
-    old weights for the old inputs and gets zero weights for the new ones, so it starts out
-    computing exactly what the checkpoint did and fine-tuning learns to use the new inputs.
-    Any other difference (names, output channels, kernel sizes) is an error.
+    A network that has since been given more inputs (a convolution's input channels or a
+    linear layer's input features, appended after the old ones) keeps the old weights for
+    the old inputs and gets zero weights for the new ones, so it starts out computing
+    exactly what the checkpoint did and fine-tuning learns to use the new inputs. With
+    ``grown`` (the network was built with options the checkpoint predates), parameters the
+    checkpoint lacks, such as a branch feeding those new inputs, keep their fresh
+    initialisation. Any other difference (names, output channels, kernel sizes) is an error.
     """
     own = model.state_dict()
-    if own.keys() != state.keys():
-        names = sorted(own.keys() ^ state.keys())
+    added = own.keys() - state.keys() if grown else set()
+    if own.keys() - added != state.keys():
+        names = sorted((own.keys() - added) ^ state.keys())
         raise ValueError(f"checkpoint does not fit the network: {names}")
     for name, tensor in state.items():
         target = own[name]
         if tensor.shape == target.shape:
             continue
-        grows = tensor.dim() == 4 and tensor.shape[1] < target.shape[1]
+        grows = tensor.dim() in (2, 4) and tensor.shape[1] < target.shape[1]
         if not grows or tensor.shape[:1] + tensor.shape[2:] != target.shape[:1] + target.shape[2:]:
             raise ValueError(f"{name}: {tuple(tensor.shape)} does not fit {tuple(target.shape)}")
         widened = torch.zeros_like(target)
         widened[:, : tensor.shape[1]] = tensor
         state = {**state, name: widened}
-    model.load_state_dict(state)
+    model.load_state_dict({**{name: own[name] for name in added}, **state})
 
 
 def output_names(config: TaskConfig) -> list[str]:

@@ -6,7 +6,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.training.deconvolution import DefocusWiener, MotionWiener, gradient_autocorrelation
+from models.training.deconvolution import (
+    DefocusWiener,
+    MotionWiener,
+    binned_log_power,
+    gradient_autocorrelation,
+)
 
 
 def conv3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -154,6 +159,9 @@ class UNetSR(nn.Module):
         return self.unet(F.interpolate(image, scale_factor=float(self.scale), mode="nearest"))
 
 
+SPECTRUM_FEATURES = 64
+
+
 class BlurClassifier(nn.Module):
     """Strided-convolution classifier: blur class logits and blur extent in pixels.
 
@@ -162,11 +170,19 @@ class BlurClassifier(nn.Module):
     With ``average_rotated``, the network in eval mode (and so its ONNX export) averages
     logits and extent over the tile and the tile turned by 180 degrees, which changes
     neither blur class nor extent: a two-member ensemble at twice the cost. Training sees
-    single tiles; turns are part of its augmentation.
+    single tiles; turns are part of its augmentation. With ``spectrum_bins``, a small MLP
+    also reads the tile's luminance spectrum, :func:`binned_log_power` in that many bands per
+    axis, and its features join the pooled ones: how far a blur lowers the power across its
+    axis, not only along it, is what separates mixed blur from pure motion.
     """
 
     def __init__(
-        self, channels: int = 3, width: int = 16, classes: int = 4, average_rotated: bool = False
+        self,
+        channels: int = 3,
+        width: int = 16,
+        classes: int = 4,
+        average_rotated: bool = False,
+        spectrum_bins: int = 0,
     ) -> None:
         super().__init__()
         widths = [width, width * 2, width * 4, width * 4, width * 8]
@@ -177,9 +193,21 @@ class BlurClassifier(nn.Module):
             layers += [conv3(w, w), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
             prev = w
         self.features = nn.Sequential(*layers)
-        self.logits = nn.Linear(prev * 2, classes)
-        self.extent = nn.Linear(prev * 2, 1)
+        pooled = prev * 2
+        self.spectrum_bins = spectrum_bins
+        if spectrum_bins:
+            self.spectrum = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(spectrum_bins**2, 128),
+                nn.ReLU(inplace=True),
+                nn.Linear(128, SPECTRUM_FEATURES),
+                nn.ReLU(inplace=True),
+            )
+            pooled += SPECTRUM_FEATURES
+        self.logits = nn.Linear(pooled, classes)
+        self.extent = nn.Linear(pooled, 1)
         self.average_rotated = average_rotated
+        self.min_size_px = max(1, spectrum_bins)  # a frequency band needs a coefficient
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return class logits and the blur extent (pixels, non-negative)."""
@@ -193,6 +221,10 @@ class BlurClassifier(nn.Module):
         """Logits and extent of each tile as it is."""
         f = self.features(image - 0.5)
         pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
+        if self.spectrum_bins:
+            bands = binned_log_power(image, self.spectrum_bins)
+            bands = (bands - bands.mean(dim=(1, 2), keepdim=True)) / 4.0
+            pooled = torch.cat([pooled, self.spectrum(bands)], dim=1)
         return self.logits(pooled), F.softplus(self.extent(pooled)) * 10.0
 
 

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 from models.manifest import file_sha256, load_manifest  # noqa: E402
 from models.runtime import open_session  # noqa: E402
 from models.training.export import build_network, load_checkpoint, parity  # noqa: E402
-from models.training.networks import PatchCritic  # noqa: E402
+from models.training.networks import SPECTRUM_FEATURES, PatchCritic  # noqa: E402
 from models.training.tasks import TASKS, TaskConfig  # noqa: E402
 from models.training.trainer import TrainOptions, train  # noqa: E402
 
@@ -207,6 +207,39 @@ def test_a_checkpoint_from_before_an_input_was_added_loads_and_computes_the_same
         torch.testing.assert_close(new.residual(features, start), expected)
     with pytest.raises(ValueError, match="does not fit"):
         load_weights(UNetDeblur(channels=3, base=8, levels=2), old.state_dict())
+
+
+def test_a_classifier_from_before_the_spectrum_branch_loads_and_computes_the_same(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    config = tiny("blur-classifier")
+    plain = {k: v for k, v in config.network_kwargs.items() if k != "spectrum_bins"}
+    train(
+        dataclasses.replace(config, network_kwargs=plain),
+        options(image_folder, tmp_path / "a", steps=1),
+    )
+    path = tmp_path / "a" / "checkpoint.pt"
+    old, _ = load_checkpoint(path)
+    new, payload = load_checkpoint(path, {"spectrum_bins": 8})
+    assert payload["network_kwargs"]["spectrum_bins"] == 8 and not old.spectrum_bins
+    tiles = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        (a, ea), (b, eb) = old(tiles), new(tiles)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ea, eb)
+    train(config, options(image_folder, tmp_path / "b", steps=2, init_from=path))
+    tuned, _ = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert tuned.spectrum_bins == config.network_kwargs["spectrum_bins"]
+    assert tuned.logits.weight[:, -SPECTRUM_FEATURES:].abs().sum() > 0  # the branch is in use
+
+
+def test_a_checkpoint_without_a_branch_does_not_load_into_a_network_that_has_it() -> None:
+    from models.training.export import load_weights
+    from models.training.networks import BlurClassifier
+
+    old = BlurClassifier(3, 4)
+    with pytest.raises(ValueError, match="does not fit the network"):
+        load_weights(BlurClassifier(3, 4, spectrum_bins=8), old.state_dict())
 
 
 def test_the_ssim_weight_reaches_the_generator_loss(image_folder: Path, tmp_path: Path) -> None:
