@@ -1,4 +1,4 @@
-"""Every shipped model: manifest valid, sha256 matches, ONNX runs with the contract shapes."""
+"""Every shipped model: manifest, sha256 and ONNX contract shapes; the classifier names blurs."""
 
 from pathlib import Path
 
@@ -71,3 +71,28 @@ def test_onnx_runs_with_the_contract_shapes(name: str) -> None:
             s = manifest.scale
             assert out.shape == (1, manifest.out_channels, h * s, w * s)
             assert np.isfinite(out).all()
+
+
+@pytest.mark.skipif("blur-classifier" not in present, reason="classifier not shipped")
+def test_the_shipped_classifier_names_each_blur_and_its_extent() -> None:
+    from models.training import degradations as deg
+    from tests.models.conftest import synthetic_tissue
+
+    sess = ort.InferenceSession(str(ZOO / "blur-classifier" / "model.onnx"))
+    motion, disk = deg.motion_psf(15, 30.0), deg.disk_psf(4.0)
+    for seed in range(3):
+        sharp = synthetic_tissue(192, seed)
+        blurred = [
+            sharp,
+            deg.convolve(sharp, disk),
+            deg.convolve(sharp, motion),
+            deg.convolve(sharp, deg.combine_psfs(motion, disk)),
+        ]
+        tiles = np.stack([im[32:160, 32:160].transpose(2, 0, 1) for im in blurred])
+        logits, extent = sess.run(None, {"image": tiles.astype(np.float32)})
+        assert list(logits.argmax(axis=1)) == [0, 1, 2, 3]  # in-focus, defocus, motion, mixed
+        true_extent = [
+            0.0,
+            *(deg.psf_extent_px(p) for p in (disk, motion, deg.combine_psfs(motion, disk))),
+        ]
+        np.testing.assert_allclose(extent[:, 0], true_extent, atol=3.0)
