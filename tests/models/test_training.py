@@ -146,16 +146,19 @@ def test_fine_tuning_keeps_the_checkpoints_network_not_the_tasks_default(
     assert load_manifest(tuned / "manifest.json").model_extra["network"]["width"] == 6
 
 
+def _classifier_checkpoint_without(option: str, image_folder: Path, out: Path) -> Path:
+    """A tiny classifier trained one step with the task's ``option`` left out."""
+    config = tiny("blur-classifier")
+    plain = {k: v for k, v in config.network_kwargs.items() if k != option}
+    train(dataclasses.replace(config, network_kwargs=plain), options(image_folder, out, steps=1))
+    return out / "checkpoint.pt"
+
+
 def test_a_checkpoint_gets_the_network_options_it_predates_from_the_task(
     image_folder: Path, tmp_path: Path
 ) -> None:
     config = tiny("blur-classifier")
-    plain = {k: v for k, v in config.network_kwargs.items() if k != "average_rotated"}
-    train(
-        dataclasses.replace(config, network_kwargs=plain),
-        options(image_folder, tmp_path / "a", steps=1),
-    )
-    old = tmp_path / "a" / "checkpoint.pt"
+    old = _classifier_checkpoint_without("average_rotated", image_folder, tmp_path / "a")
     assert not load_checkpoint(old)[0].average_rotated
     assert load_checkpoint(old, {"average_rotated": True, "width": 9})[0].average_rotated
     assert load_checkpoint(old, {"width": 9})[1]["network_kwargs"]["width"] == 4  # its own wins
@@ -213,12 +216,7 @@ def test_a_classifier_from_before_the_spectrum_branch_loads_and_computes_the_sam
     image_folder: Path, tmp_path: Path
 ) -> None:
     config = tiny("blur-classifier")
-    plain = {k: v for k, v in config.network_kwargs.items() if k != "spectrum_bins"}
-    train(
-        dataclasses.replace(config, network_kwargs=plain),
-        options(image_folder, tmp_path / "a", steps=1),
-    )
-    path = tmp_path / "a" / "checkpoint.pt"
+    path = _classifier_checkpoint_without("spectrum_bins", image_folder, tmp_path / "a")
     old, _ = load_checkpoint(path)
     new, payload = load_checkpoint(path, {"spectrum_bins": 8})
     assert payload["network_kwargs"]["spectrum_bins"] == 8 and not old.spectrum_bins
