@@ -223,6 +223,7 @@ class BlurClassifier(nn.Module):
         pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
         if self.spectrum_bins:
             bands = binned_log_power(image, self.spectrum_bins)
+            # relative to the tile's mean power, and scaled from about +-8 to about +-2
             bands = (bands - bands.mean(dim=(1, 2), keepdim=True)) / 4.0
             pooled = torch.cat([pooled, self.spectrum(bands)], dim=1)
         return self.logits(pooled), F.softplus(self.extent(pooled)) * 10.0
