@@ -19,6 +19,33 @@ def conv3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1)
 
 
+class _SpaceToDepth(torch.autograd.Function):
+    """``F.pixel_unshuffle(x, 2)`` that exports as ONNX SpaceToDepth plus a channel Gather."""
+
+    @staticmethod
+    def forward(ctx: object, image: torch.Tensor, channels: int) -> torch.Tensor:
+        return F.pixel_unshuffle(image, 2)
+
+    @staticmethod
+    def symbolic(g: object, image: object, channels: int) -> object:
+        folded = g.op("SpaceToDepth", image, blocksize_i=2)  # channel (2 * dy + dx) * C + c
+        order = torch.tensor([b * channels + c for c in range(channels) for b in range(4)])
+        return g.op("Gather", folded, g.op("Constant", value_t=order), axis_i=1)
+
+
+def pixel_unshuffle2(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """Space-to-depth by 2 of ``channels`` channels, in torch's order (``c * 4 + 2 * dy + dx``).
+
+    The TorchScript exporter writes ``F.pixel_unshuffle`` as a 6-D Transpose, which took
+    14 % of ``deblur-defocus``'s time in ONNX Runtime (CPU); ONNX's SpaceToDepth orders the
+    channels block-first, so a constant Gather puts them back in torch's order. Same numbers,
+    about half the time for the unshuffle and the convolution after it.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return _SpaceToDepth.apply(image, channels)
+    return F.pixel_unshuffle(image, 2)
+
+
 class DoubleConv(nn.Sequential):
     """Two 3x3 convolutions, each followed by a leaky ReLU."""
 
@@ -46,9 +73,10 @@ class UNetDeblur(nn.Module):
     ) -> None:
         super().__init__()
         self.channels = channels
+        self.in_channels = in_channels or channels
         self.levels = levels
         widths = [base * 2**i for i in range(levels)]
-        self.head = DoubleConv((in_channels or channels) * 4, widths[0])
+        self.head = DoubleConv(self.in_channels * 4, widths[0])
         self.down = nn.ModuleList(
             nn.Sequential(conv3(widths[i], widths[i + 1], stride=2), nn.LeakyReLU(0.1, True))
             for i in range(levels - 1)
@@ -66,7 +94,7 @@ class UNetDeblur(nn.Module):
 
     def residual(self, features: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         """``start`` plus the correction computed from ``features`` (``in_channels``)."""
-        x = self.head(F.pixel_unshuffle(features, 2))
+        x = self.head(pixel_unshuffle2(features, self.in_channels))
         skips = [x]
         for down, enc in zip(self.down, self.enc, strict=True):
             x = enc(down(x))

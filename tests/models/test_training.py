@@ -8,7 +8,12 @@ torch = pytest.importorskip("torch")
 
 from models.manifest import file_sha256, load_manifest  # noqa: E402
 from models.runtime import open_session  # noqa: E402
-from models.training.export import build_network, load_checkpoint, parity  # noqa: E402
+from models.training.export import (  # noqa: E402
+    build_network,
+    export_onnx,
+    load_checkpoint,
+    parity,
+)
 from models.training.networks import SPECTRUM_FEATURES, PatchCritic  # noqa: E402
 from models.training.tasks import TASKS, TaskConfig  # noqa: E402
 from models.training.trainer import TrainOptions, train  # noqa: E402
@@ -67,6 +72,19 @@ def test_generators_are_fully_convolutional(name: str, out_shape: tuple[int, ...
     with torch.no_grad():
         out = net(torch.rand(1, config.channels, 64, 48))
     assert tuple(out.shape) == out_shape
+
+
+@pytest.mark.parametrize("name", ["deblur-motion", "deblur-defocus"])
+def test_the_unet_folds_its_input_with_space_to_depth_in_onnx(name: str, tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    config = tiny(name)
+    model = build_network(config.network, config.network_kwargs).eval()
+    export_onnx(model, config, tmp_path / "model.onnx")
+    nodes = onnx.load(str(tmp_path / "model.onnx")).graph.node
+    transposes = [list(a.ints) for n in nodes if n.op_type == "Transpose" for a in n.attribute]
+    assert "SpaceToDepth" in [n.op_type for n in nodes]
+    assert all(len(perm) < 6 for perm in transposes)  # no pixel_unshuffle as a 6-D Transpose
+    assert parity(model, tmp_path / "model.onnx", [(1, 3, 64, 48), (2, 3, 72, 96)]) < 1e-4
 
 
 def test_classifier_and_critic_shapes() -> None:
