@@ -197,7 +197,9 @@ class BlurClassifier(nn.Module):
     Global average pooling makes it accept any tile size; it is trained on 128 px tiles.
     With ``average_rotated``, the network in eval mode (and so its ONNX export) averages
     logits and extent over the tile and the tile turned by 180 degrees, which changes
-    neither blur class nor extent: a two-member ensemble at twice the cost. Training sees
+    neither blur class nor extent: a two-member ensemble at twice the cost of the
+    convolutions (the spectrum branch runs once: the turn leaves the DCT power as it is,
+    since it only flips the signs of odd coefficients). Training sees
     single tiles; turns are part of its augmentation. With ``spectrum_bins``, a small MLP
     also reads the tile's luminance spectrum, :func:`binned_log_power` in that many bands per
     axis, and its features join the pooled ones: how far a blur lowers the power across its
@@ -241,19 +243,36 @@ class BlurClassifier(nn.Module):
         """Return class logits and the blur extent (pixels, non-negative)."""
         if self.training or not self.average_rotated:
             return self.predict(image)
-        logits, extent = self.predict(torch.cat([image, image.flip(2, 3)]))
+        pooled = self.pooled(torch.cat([image, image.flip(2, 3)]))
+        if self.spectrum_bins:
+            # the 180-degree turn only flips the signs of DCT coefficients: same spectrum
+            spectrum = self.spectrum_features(image)
+            pooled = torch.cat([pooled, torch.cat([spectrum, spectrum])], dim=1)
+        logits, extent = self.heads(pooled)
         classes = logits.shape[1]
         return logits.reshape(2, -1, classes).mean(0), extent.reshape(2, -1, 1).mean(0)
 
     def predict(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and extent of each tile as it is."""
-        f = self.features(image - 0.5)
-        pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
+        pooled = self.pooled(image)
         if self.spectrum_bins:
-            bands = binned_log_power(image, self.spectrum_bins)
-            # relative to the tile's mean power, and scaled from about +-8 to about +-2
-            bands = (bands - bands.mean(dim=(1, 2), keepdim=True)) / 4.0
-            pooled = torch.cat([pooled, self.spectrum(bands)], dim=1)
+            pooled = torch.cat([pooled, self.spectrum_features(image)], dim=1)
+        return self.heads(pooled)
+
+    def pooled(self, image: torch.Tensor) -> torch.Tensor:
+        """Mean- and max-pooled convolutional features ``[N, 2 * channels]``."""
+        f = self.features(image - 0.5)
+        return torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
+
+    def spectrum_features(self, image: torch.Tensor) -> torch.Tensor:
+        """The spectrum branch's features ``[N, SPECTRUM_FEATURES]``."""
+        bands = binned_log_power(image, self.spectrum_bins)
+        # relative to the tile's mean power, and scaled from about +-8 to about +-2
+        bands = (bands - bands.mean(dim=(1, 2), keepdim=True)) / 4.0
+        return self.spectrum(bands)
+
+    def heads(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and extent (px) from the joined features."""
         return self.logits(pooled), F.softplus(self.extent(pooled)) * 10.0
 
 

@@ -185,14 +185,19 @@ def test_a_checkpoint_gets_the_network_options_it_predates_from_the_task(
     assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")[0].average_rotated
 
 
-def test_the_classifier_averages_over_the_turned_tile_when_evaluating() -> None:
+@pytest.mark.parametrize("bins", [0, 16])
+def test_the_classifier_averages_over_the_turned_tile_when_evaluating(bins: int) -> None:
     from models.training.networks import BlurClassifier
 
-    net = BlurClassifier(3, 4, average_rotated=True).eval()
+    net = BlurClassifier(3, 4, average_rotated=True, spectrum_bins=bins).eval()
     tiles = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
-        logits, extent = net(tiles)
         (a, ea), (b, eb) = net.predict(tiles), net.predict(tiles.flip(2, 3))
+        calls = []
+        if bins:  # the turned tile has the same spectrum: the branch runs once, on 3 tiles
+            net.spectrum.register_forward_hook(lambda m, i, o: calls.append(len(o)))
+        logits, extent = net(tiles)
+    assert calls == ([3] if bins else [])
     torch.testing.assert_close(logits, (a + b) / 2)
     torch.testing.assert_close(extent, (ea + eb) / 2)
     assert not torch.allclose(logits, a)
