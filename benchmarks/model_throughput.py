@@ -6,7 +6,11 @@ median over rounds, in megapixels per second (output pixels, halo included), wit
 ratio to ``deblur-defocus`` measured in the same rounds. This machine's CPU is shared and
 noisy, so compare the ratios rather than absolute figures across runs.
 
-    .venv/bin/python benchmarks/model_throughput.py [--rounds 15]
+    .venv/bin/python benchmarks/model_throughput.py [--rounds 15] [--compare MODEL FILE]
+
+``--compare deblur-defocus /tmp/old/model.onnx`` also runs that file on the model's tile in
+the same rounds: the way to tell whether a new export of one model is faster, since even
+the ratios move by 10-20 % between runs on a shared CPU.
 """
 
 from __future__ import annotations
@@ -26,8 +30,19 @@ def main() -> None:
     """Print the median throughput of each shipped model and its ratio to deblur-defocus."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("MODEL", "FILE"),
+        help="also run this ONNX file on MODEL's tile",
+    )
     args = parser.parse_args()
     models = discover([ZOO_DIR])
+    unknown = {model for model, _ in args.compare} - set(models)
+    if unknown:
+        parser.error(f"not a shipped model: {', '.join(sorted(unknown))}")
     runs = {}
     for name, installed in sorted(models.items()):
         m = installed.manifest
@@ -40,16 +55,22 @@ def main() -> None:
         x = np.random.default_rng(0).random(shape, dtype=np.float32)
         session.run(None, {m.input_name: x})
         runs[name] = (session, x, out_px, m.input_name, [])
+        for other in (path for model, path in args.compare if model == name):
+            session = open_session(other, threads=2)
+            session.run(None, {m.input_name: x})
+            runs[f"{name} ({other})"] = (session, x, out_px, m.input_name, [])
     for _ in range(args.rounds):
         for session, x, out_px, input_name, rates in runs.values():
             start = time.perf_counter()
             session.run(None, {input_name: x})
             rates.append(out_px / (time.perf_counter() - start) / 1e6)
     reference = statistics.median(runs["deblur-defocus"][4]) if "deblur-defocus" in runs else 1
-    print(f"{'model':18s} {'median MP/s':>12s} {'min':>7s} {'max':>7s} {'/ defocus':>10s}")
+    width = max(18, *(len(name) for name in runs))
+    print(f"{'model':{width}s} {'median MP/s':>12s} {'min':>7s} {'max':>7s} {'/ defocus':>10s}")
     for name, (*_, rates) in runs.items():
         med = statistics.median(rates)
-        print(f"{name:18s} {med:12.2f} {min(rates):7.2f} {max(rates):7.2f} {med / reference:10.2f}")
+        low, high = min(rates), max(rates)
+        print(f"{name:{width}s} {med:12.2f} {low:7.2f} {high:7.2f} {med / reference:10.2f}")
 
 
 if __name__ == "__main__":
