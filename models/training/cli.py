@@ -127,3 +127,55 @@ def evaluate_main(argv: list[str] | None = None) -> None:
             extra["real_defocus"] = {"folder": str(args.real_defocus), **result}
         data = args.data or _default_data(name)
         evaluate_task(TASKS[name], data, model_dir, args.reports, args.held_out_fraction, extra)
+
+
+def compare_main(argv: list[str] | None = None) -> None:
+    """Parse arguments and compare model folders on training-split images."""
+    import json
+
+    from models.training.comparison import compare, format_comparison
+    from models.training.data import ImagePool, discover_images, split_paths
+
+    parser = argparse.ArgumentParser(prog="python -m models.compare")
+    parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    parser.add_argument("models", nargs="+", type=Path, help="model folders (with model.onnx)")
+    parser.add_argument("--data", nargs="+", type=Path, help="image folders (default per task)")
+    parser.add_argument("--images", type=int, default=6, help="training-split images to use")
+    parser.add_argument("--held-out-fraction", type=float, default=0.2)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    config = TASKS[args.task]
+    missing = [str(d) for d in args.models if not (d / "model.onnx").exists()]
+    if missing:
+        parser.error(f"no model.onnx in {', '.join(missing)}")
+    data = args.data or _default_data(args.task)
+    train_paths, _ = split_paths(discover_images(data), args.held_out_fraction)
+    pool = ImagePool.load(
+        train_paths, config.channels, config.crop_px + 2 * config.margin_px, config.min_tissue
+    )
+    report = compare(config, args.models, pool, data, args.images)
+    print(format_comparison(report, config.reference))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def export_main(argv: list[str] | None = None) -> None:
+    """Parse arguments and export a checkpoint into a model folder."""
+    from models.training.export import export_checkpoint
+
+    parser = argparse.ArgumentParser(prog="python -m models.export", description=__doc__)
+    parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    parser.add_argument("--checkpoint", type=Path, help="default: the model folder's own")
+    parser.add_argument("--out", type=Path, help="model folder (default models/zoo/<task>)")
+    parser.add_argument("--version", help="default: patch + 1 (same weights) or minor + 1")
+    parser.add_argument("--note", default="", help="why this run ships, for the record")
+    args = parser.parse_args(argv)
+    out = args.out or Path("models/zoo") / args.task
+    checkpoint = args.checkpoint or out / "checkpoint.pt"
+    if not checkpoint.exists():
+        parser.error(f"no checkpoint at {checkpoint}")
+    manifest = export_checkpoint(TASKS[args.task], checkpoint, out, args.version, args.note)
+    print(
+        f"{manifest.name} {manifest.version} -> {out} (sha256 {manifest.sha256[:12]}, "
+        f"{manifest.throughput_mpx_per_s} MP/s)"
+    )

@@ -44,6 +44,14 @@ def _fit(image: np.ndarray, multiple: int, max_side: int = MAX_SIDE) -> np.ndarr
     return image[y : y + h, x : x + w]
 
 
+def tuning_images(
+    config: TaskConfig, pool: ImagePool, side: int = TUNE_SIDE, count: int = TUNE_IMAGES
+) -> list[np.ndarray]:
+    """Every n-th training-split image, centre-cropped to ``side``: for choices, never held-out."""
+    step = max(1, len(pool.images) // count)
+    return [_fit(im, 8 * config.scale, side) for im in pool.images[::step]][:count]
+
+
 def _upsample_offset(params: Params) -> float:
     return (params.factor - 1) / 2 if isinstance(params, VideoRateParams) else 0.0
 
@@ -96,7 +104,8 @@ def tune_baselines(params: Params, images: list[np.ndarray], seed: int) -> dict[
     return {m: max(s, key=lambda k: float(np.mean(s[k]))) for m, s in scores.items()}
 
 
-def _summarise(rows: list[dict[str, float]]) -> dict[str, float]:
+def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each metric over images, rounded to 4 places."""
     return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
 
 
@@ -109,12 +118,8 @@ def evaluate_generator(
 ) -> dict[str, Any]:
     """Per level: PSNR/SSIM/PCC of input, tuned baselines and the ONNX model on held-out images."""
     sess = open_session(model_dir / "model.onnx", threads=2)
-    multiple = 8 * config.scale
-    tune_images = [
-        _fit(im, multiple, TUNE_SIDE)
-        for im in tune_pool.images[:: max(1, len(tune_pool.images) // TUNE_IMAGES)]
-    ][:TUNE_IMAGES]
-    images = [_fit(im, multiple) for im in held_out.images]
+    tune_images = tuning_images(config, tune_pool)
+    images = [_fit(im, 8 * config.scale) for im in held_out.images]
     levels: dict[str, Any] = {}
     example: dict[str, np.ndarray] = {}
     for li, (level, params) in enumerate(config.levels.items()):
@@ -131,7 +136,7 @@ def evaluate_generator(
                 rows.setdefault(method, []).append(full_reference(result, image))
             if level == config.reference and k == 0:
                 example = {"sharp": image, **outputs}
-        summary = {m: _summarise(r) for m, r in rows.items()}
+        summary = {m: summarise(r) for m, r in rows.items()}
         best = max(
             (m for m in summary if m not in ("input", "model")), key=lambda m: summary[m]["psnr"]
         )
@@ -257,7 +262,7 @@ def real_defocus_check(
             window = _around_brightest(image, 160)
             example = {"input": image[window], "model": restored[window]}
             _save_examples(example, example_path, "real defocus, first image")
-    return {"images": len(paths), "before": _summarise(before), "after": _summarise(after)}
+    return {"images": len(paths), "before": summarise(before), "after": summarise(after)}
 
 
 def _around_brightest(image: np.ndarray, size: int) -> tuple[slice, slice]:

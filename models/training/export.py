@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import shlex
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +257,86 @@ def write_model_folder(
     )
     write_manifest(manifest, out_dir)
     return manifest
+
+
+def _bumped(version: str, part: int) -> str:
+    """``1.2.3`` with its minor (``part`` 1) or patch (``part`` 2) number raised."""
+    numbers = [int(n) for n in version.split(".")[:3]]
+    numbers[part] += 1
+    return ".".join(str(n) for n in numbers[: part + 1] + [0] * (2 - part))
+
+
+def _reproducible(command: str) -> str:
+    """A training command without its local ``--out`` and ``--work-dir`` (the zoo's defaults)."""
+    words = shlex.split(command)
+    kept = [
+        w
+        for i, w in enumerate(words)
+        if w not in ("--out", "--work-dir")
+        and (i == 0 or words[i - 1] not in ("--out", "--work-dir"))
+    ]
+    return shlex.join(kept)
+
+
+def export_checkpoint(
+    config: TaskConfig,
+    checkpoint: Path,
+    out_dir: Path,
+    version: str | None = None,
+    note: str = "",
+) -> ModelManifest:
+    """Export a checkpoint into a model folder, carrying its training record along.
+
+    * The folder's own checkpoint (an exporter change, same weights): the record, held-out
+      metrics and training log stay; the version's patch number goes up if the file changed.
+    * A checkpoint from a fine-tuning run's ``--out`` folder into the folder of its parent:
+      the records are chained (commands joined by ``&&``, minutes added), the run's training
+      log is kept and the parent's metrics are dropped (they describe other weights; run
+      ``python -m models.evaluate``); the minor number goes up.
+    * Otherwise the run's record (or "not recorded") and version 1.0.0.
+
+    ``note`` (why it ships, say) follows the run's command in the record.
+    """
+    model, payload = load_checkpoint(checkpoint, config.network_kwargs)
+    config = replace(config, network=payload["network"], network_kwargs=payload["network_kwargs"])
+    parent = _manifest_in(out_dir)
+    own = checkpoint.resolve().parent == out_dir.resolve()
+    run = None if own else _manifest_in(checkpoint.resolve().parent)
+    source, record, default_version = _lineage(parent, run, note)
+    manifest = write_model_folder(model.eval(), config, out_dir, record, version or default_version)
+    data = manifest.model_dump()
+    data["metrics"] = {}
+    if parent is not None and source is parent:  # the same weights
+        data["metrics"] = parent.metrics
+        if not version and manifest.sha256 == parent.sha256:
+            data["version"] = parent.version  # the very same file
+    extra = (source.model_extra if source else None) or {}
+    if "training_run" in extra:
+        data["training_run"] = extra["training_run"]
+    manifest = type(manifest).model_validate(data)
+    write_manifest(manifest, out_dir)
+    return manifest
+
+
+def _lineage(
+    parent: ModelManifest | None, run: ModelManifest | None, note: str
+) -> tuple[ModelManifest | None, TrainingRecord, str]:
+    """The manifest the record comes from, the record and the default version."""
+    if run is None:
+        if parent is None:
+            return None, TrainingRecord(data="not recorded", command="not recorded"), "1.0.0"
+        return parent, parent.training, _bumped(parent.version, 2)
+    if parent is None:
+        return run, run.training, "1.0.0"
+    step = f"{_reproducible(run.training.command)} ({run.training.minutes} min"
+    step += f"; {note})" if note else ")"
+    minutes = (parent.training.minutes or 0) + (run.training.minutes or 0)
+    record = run.training.model_copy(
+        update={"command": f"{parent.training.command} && {step}", "minutes": round(minutes, 1)}
+    )
+    return run, record, _bumped(parent.version, 1)
+
+
+def _manifest_in(folder: Path) -> ModelManifest | None:
+    path = folder / "manifest.json"
+    return load_manifest(path) if path.exists() else None
