@@ -54,6 +54,12 @@ def train_main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--held-out-fraction", type=float, default=0.2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--device", default="cpu", help="torch device for the network, e.g. cuda (not bit-exact)"
+    )
+    parser.add_argument(
+        "--loader-workers", type=int, default=0, help="processes making batches ahead (GPU)"
+    )
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--no-export", action="store_true")
     args = parser.parse_args(argv)
@@ -76,6 +82,8 @@ def train_main(argv: list[str] | None = None) -> None:
         ssim_weight=args.ssim_weight,
         held_out_fraction=args.held_out_fraction,
         threads=args.threads,
+        device=args.device,
+        loader_workers=args.loader_workers,
         log_every=args.log_every,
         export=not args.no_export,
         command="python -m models.train " + shlex.join(argv_list),

@@ -42,13 +42,13 @@ class MotionWiener(nn.Module):
 
         ``out = x @ M`` filters the rows of ``x`` circularly with ``H / (H^2 + balance)``.
         """
-        m = torch.arange(size).float()
+        m = torch.arange(size, device=psf.device).float()
         omega = 2 * torch.pi * m / size
         response = psf @ torch.cos(self.offsets[:, None] * omega[None, :])  # [N, size]
         gain = response / (response * response + balance)
         gain = gain * active[:, None] + (1 - active[:, None])
         taps = gain @ torch.cos(omega[:, None] * m[None, :]) / size  # [N, size]
-        idx = torch.arange(size)
+        idx = torch.arange(size, device=psf.device)
         index = torch.remainder(idx[None, :] - idx[:, None], size)
         return taps[:, index][:, None]
 

@@ -477,7 +477,7 @@ def refine_notch(profile: torch.Tensor, radius: torch.Tensor, bins: int) -> torc
     curve = profile[:, : bins - 1]
     expected = DISK_FIRST_ZERO * bins / (torch.pi * radius)  # ring coordinate
     centre = (torch.floor(expected) - 1).long().clamp(3, bins - 5)
-    window = centre[:, None] + torch.arange(-2, 3)[None, :]
+    window = centre[:, None] + torch.arange(-2, 3, device=centre.device)[None, :]
     k = window.gather(1, curve.gather(1, window).argmin(dim=1, keepdim=True))[:, 0]
     c = curve.gather(1, k[:, None])[:, 0]
     left = curve.gather(1, (k - 1)[:, None])[:, 0]

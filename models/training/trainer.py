@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -46,6 +49,8 @@ class TrainOptions:
     ssim_weight: float = SSIM_WEIGHT  # generators: loss = L1 + w (1 - SSIM) + frequency term
     held_out_fraction: float = 0.2
     threads: int = 2
+    device: str = "cpu"  # or "cuda": batches are still made on the CPU
+    loader_workers: int = 0  # processes making batches ahead (the same batches, in order)
     log_every: int = 50
     checkpoint_every_s: float = 120.0
     export: bool = True
@@ -59,6 +64,43 @@ def _lr_at(step: int, total: int, base: float, warmup: int = 50) -> float:
         return base * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return base * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(config: TaskConfig, pool: ImagePool, seed: int, size: int) -> None:
+    _WORKER.update(config=config, pool=pool, seed=seed, size=size)
+
+
+def _batch_at(step: int) -> dict[str, np.ndarray]:
+    w = _WORKER
+    return w["config"].make_batch(w["pool"], np.random.default_rng([w["seed"], step]), w["size"])
+
+
+def batch_stream(
+    config: TaskConfig, pool: ImagePool, seed: int, size: int, first: int, workers: int = 0
+) -> Iterator[dict[str, np.ndarray]]:
+    """Batches ``first, first + 1, ...``; batch *k* is made from ``default_rng([seed, k])``.
+
+    With ``workers`` > 0, forked processes make up to two batches each ahead of the one
+    being trained on, so that a GPU is not kept waiting; the batches are the same.
+    """
+    _init_worker(config, pool, seed, size)
+    if workers == 0:
+        step = first
+        while True:
+            yield _batch_at(step)
+            step += 1
+    context = multiprocessing.get_context("fork")
+    with context.Pool(workers, _init_worker, (config, pool, seed, size)) as processes:
+        ahead: deque = deque()
+        step = first
+        while True:
+            while len(ahead) < 2 * workers:
+                ahead.append(processes.apply_async(_batch_at, (step,)))
+                step += 1
+            yield ahead.popleft().get()
 
 
 def freeze(model: nn.Module, prefixes: list[str]) -> None:
@@ -150,9 +192,11 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
     else:
         model = build_network(config.network, config.network_kwargs)
     freeze(model, options.freeze)
+    device = torch.device(options.device)
+    model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=base_lr)
-    critic = PatchCritic(config.channels) if options.adversarial_steps else None
+    critic = PatchCritic(config.channels).to(device) if options.adversarial_steps else None
     critic_opt = torch.optim.Adam(critic.parameters(), lr=1e-4) if critic else None
     step, elapsed = 0, 0.0
     if options.resume and _state_path(options).exists():
@@ -170,10 +214,10 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
     start, last_save = time.perf_counter() - elapsed, time.perf_counter()
     running: dict[str, float] = {}
     model.train()
+    stream = batch_stream(config, pool, options.seed, batch_size, step, options.loader_workers)
     while step < total and time.perf_counter() - start < budget_s:
-        rng = np.random.default_rng([options.seed, step])
-        arrays = config.make_batch(pool, rng, batch_size)
-        batch = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        arrays = next(stream)
+        batch = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
         lr = _lr_at(min(step, options.steps), options.steps, base_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -205,6 +249,7 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
         if time.perf_counter() - last_save > options.checkpoint_every_s:
             _save_state(options, model, optimizer, critic, critic_opt, step, start)
             last_save = time.perf_counter()
+    stream.close()  # stops the loader processes
     _save_state(options, model, optimizer, critic, critic_opt, step, start)
     minutes = _minutes(start)
     print(f"stopped at step {step}/{total} after {minutes:.1f} min")
@@ -214,14 +259,20 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
             command=options.command,
             minutes=round(minutes, 1),
             seed=options.seed,
-            hardware=f"CPU, torch {torch.__version__}, {options.threads} threads",
+            hardware=_hardware(device, options.threads),
         )
-        model.eval()
+        model.eval().cpu()
         manifest = write_model_folder(model, config, options.out, record)
         extra = {"steps": step, "batch": batch_size, "lr": base_lr}
         _add_training_extras(options.out, extra, options.history[-1] if options.history else {})
         print(f"exported {options.out} ({manifest.throughput_mpx_per_s} MP/s)")
     return options.out
+
+
+def _hardware(device: torch.device, threads: int) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"CPU, torch {torch.__version__}, {threads} threads"
 
 
 def _minutes(start: float) -> float:

@@ -138,6 +138,20 @@ def test_training_is_seeded_and_resumable(image_folder: Path, tmp_path: Path) ->
     assert config.clip_grad_norm and all("grad_norm" in r for r in a["history"])
 
 
+def test_loader_workers_make_the_same_batches_in_the_same_order(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    config = tiny("sr-x4")
+    inline = tmp_path / "inline"
+    train(config, options(image_folder, inline, steps=4, export=False))
+    ahead = tmp_path / "ahead"
+    train(config, options(image_folder, ahead, steps=4, export=False, loader_workers=2))
+    a = torch.load(inline / "state" / "train_state.pt", weights_only=False)
+    b = torch.load(ahead / "state" / "train_state.pt", weights_only=False)
+    for key, value in a["model"].items():
+        torch.testing.assert_close(value, b["model"][key], rtol=1e-5, atol=1e-6)
+
+
 def test_fine_tuning_starts_from_a_checkpoint(image_folder: Path, tmp_path: Path) -> None:
     config = tiny("deblur-motion")
     train(config, options(image_folder, tmp_path / "base", steps=2))
