@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from models.training.cli import compare_main
-from models.training.comparison import compare_generators
+from models.training.comparison import compare, compare_generators, format_comparison
+from models.training.data import ImagePool
 from models.training.tasks import TASKS
 from tests.models.conftest import synthetic_tissue
 
@@ -44,3 +45,15 @@ def test_compare_cli_uses_training_split_images_and_writes_json(
 def test_compare_cli_refuses_a_folder_without_a_model(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         compare_main(["--task", "sr-x2", str(tmp_path)])
+
+
+def test_classifiers_are_compared_by_accuracy_on_blurred_tiles() -> None:
+    config = TASKS["blur-classifier"]
+    images = [synthetic_tissue(320, seed) for seed in (30, 31)]
+    pool = ImagePool(images, [Path("a/one.png"), Path("a/two.png")])
+    folder = ZOO / "blur-classifier"
+    report = compare(config, [folder], pool, [Path("a")], count=2)
+    entry = report["classifiers"][str(folder)]
+    assert entry["tiles"] == 2 * 4 * 4, "2 images x 4 tile positions x 4 blurs"
+    assert entry["accuracy"] > 0.5, "far above the 0.25 of guessing"
+    assert format_comparison(report, config.reference).count("\n") == 2
