@@ -34,12 +34,12 @@ def test_manifest_matches_the_files(name: str) -> None:
 
 # The recorded figures depend on the VM they were measured on: the deblur-defocus graph
 # measured 1.47 MP/s on the ninth release's VM, 2.53 on the eighth's, 1.72 on the seventh's
-# and 0.74 on the fifth's (models/README.md). On the ninth and tenth releases' VMs the two
-# deblurring models miss 2 MP/s. Strict, so that the mark must go once a re-measured figure
-# meets the target again.
+# and 0.74 on the fifth's (models/README.md). On the ninth, tenth and eleventh releases' VMs
+# the two deblurring models miss 2 MP/s. Strict, so that the mark must go once a re-measured
+# figure meets the target again.
 SLOW_ON_THIS_VM = ("deblur-motion", "deblur-defocus")
 BELOW_SPEED_TARGET = pytest.mark.xfail(
-    reason="measured 1.68 and 1.80 MP/s on the latest release's VM", strict=True
+    reason="measured 1.59 and 1.73 MP/s on the latest release's VM", strict=True
 )
 
 
