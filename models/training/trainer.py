@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import time
@@ -66,16 +67,19 @@ def _lr_at(step: int, total: int, base: float, warmup: int = 50) -> float:
     return base * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress)))
 
 
-_WORKER: dict = {}
+def _batch(config: TaskConfig, pool: ImagePool, seed: int, size: int, step: int) -> dict:
+    return config.make_batch(pool, np.random.default_rng([seed, step]), size)
+
+
+_WORKER: dict = {}  # a loader process's config, pool, seed and size
 
 
 def _init_worker(config: TaskConfig, pool: ImagePool, seed: int, size: int) -> None:
     _WORKER.update(config=config, pool=pool, seed=seed, size=size)
 
 
-def _batch_at(step: int) -> dict[str, np.ndarray]:
-    w = _WORKER
-    return w["config"].make_batch(w["pool"], np.random.default_rng([w["seed"], step]), w["size"])
+def _batch_in_worker(step: int) -> dict:
+    return _batch(**_WORKER, step=step)
 
 
 def batch_stream(
@@ -86,19 +90,16 @@ def batch_stream(
     With ``workers`` > 0, forked processes make up to two batches each ahead of the one
     being trained on, so that a GPU is not kept waiting; the batches are the same.
     """
-    _init_worker(config, pool, seed, size)
     if workers == 0:
-        step = first
-        while True:
-            yield _batch_at(step)
-            step += 1
+        for step in itertools.count(first):
+            yield _batch(config, pool, seed, size, step)
     context = multiprocessing.get_context("fork")
     with context.Pool(workers, _init_worker, (config, pool, seed, size)) as processes:
         ahead: deque = deque()
         step = first
         while True:
             while len(ahead) < 2 * workers:
-                ahead.append(processes.apply_async(_batch_at, (step,)))
+                ahead.append(processes.apply_async(_batch_in_worker, (step,)))
                 step += 1
             yield ahead.popleft().get()
 
