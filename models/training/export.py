@@ -222,8 +222,6 @@ def write_model_folder(
         raise AssertionError(f"ONNX output differs from torch by {worst}")
     speed = throughput(onnx_path, config)
     save_checkpoint(model, config, out_dir / CHECKPOINT_FILE, step=None)
-    previous = out_dir / "manifest.json"
-    metrics = load_manifest(previous).metrics if previous.exists() else {}
     extras: dict[str, Any] = {
         "network": {"name": config.network, **config.network_kwargs},
         "checkpoint": CHECKPOINT_FILE,
@@ -251,7 +249,7 @@ def write_model_folder(
         halo_px=config.halo_px,
         description=config.description,
         training=training,
-        metrics=metrics,
+        metrics={},  # new weights: python -m models.evaluate measures them
         throughput_mpx_per_s=round(speed["mpx_per_s"], 3),
         **extras,
     )
@@ -305,7 +303,6 @@ def export_checkpoint(
     source, record, default_version = _lineage(parent, run, note)
     manifest = write_model_folder(model.eval(), config, out_dir, record, version or default_version)
     data = manifest.model_dump()
-    data["metrics"] = {}
     if parent is not None and source is parent:  # the same weights
         data["metrics"] = parent.metrics
         if not version and manifest.sha256 == parent.sha256:

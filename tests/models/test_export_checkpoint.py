@@ -94,3 +94,13 @@ def test_a_checkpoint_into_an_empty_folder_is_version_one_with_the_runs_record(
     manifest = export_checkpoint(tiny("deblur-motion"), run / "checkpoint.pt", tmp_path / "new")
     assert manifest.version == "1.0.0"
     assert manifest.training == load_manifest(run / "manifest.json").training
+
+
+def test_training_into_a_model_folder_drops_its_held_out_figures(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    shipped = tmp_path / "shipped"
+    _shipped(image_folder, shipped)
+    tuning = options(image_folder, shipped, steps=1, init_from=shipped / "checkpoint.pt")
+    train(tiny("deblur-motion"), tuning)
+    assert load_manifest(shipped / "manifest.json").metrics == {}, "they describe other weights"
