@@ -5,10 +5,13 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing
+import multiprocessing.queues
+import queue
 import time
-from collections import deque
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import numpy as np
@@ -71,37 +74,70 @@ def _batch(config: TaskConfig, pool: ImagePool, seed: int, size: int, step: int)
     return config.make_batch(pool, np.random.default_rng([seed, step]), size)
 
 
-_WORKER: dict = {}  # a loader process's config, pool, seed and size
-
-
-def _init_worker(config: TaskConfig, pool: ImagePool, seed: int, size: int) -> None:
-    _WORKER.update(config=config, pool=pool, seed=seed, size=size)
-
-
-def _batch_in_worker(step: int) -> dict:
-    return _batch(**_WORKER, step=step)
-
-
 def batch_stream(
     config: TaskConfig, pool: ImagePool, seed: int, size: int, first: int, workers: int = 0
 ) -> Iterator[dict[str, np.ndarray]]:
     """Batches ``first, first + 1, ...``; batch *k* is made from ``default_rng([seed, k])``.
 
-    With ``workers`` > 0, forked processes make up to two batches each ahead of the one
-    being trained on, so that a GPU is not kept waiting; the batches are the same.
+    With ``workers`` > 0, forked processes keep up to two batches each queued ahead of the
+    one being trained on, so that a GPU is not kept waiting; the batches are the same. Closing
+    the stream kills them (nothing they hold is needed any more, so nothing can hang).
     """
     if workers == 0:
         for step in itertools.count(first):
             yield _batch(config, pool, seed, size, step)
     context = multiprocessing.get_context("fork")
-    with context.Pool(workers, _init_worker, (config, pool, seed, size)) as processes:
-        ahead: deque = deque()
-        step = first
+    queues = [context.Queue(maxsize=2) for _ in range(workers)]
+    processes = [
+        context.Process(
+            target=_make_batches,
+            args=(config, pool, seed, size, first + k, workers, batches),
+            daemon=True,
+        )
+        for k, batches in enumerate(queues)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for k in itertools.cycle(range(workers)):
+            yield _receive(queues[k], processes[k])
+    finally:
+        for process in processes:
+            process.kill()
+        for process in processes:
+            process.join()
+
+
+def _make_batches(
+    config: TaskConfig,
+    pool: ImagePool,
+    seed: int,
+    size: int,
+    step: int,
+    stride: int,
+    out: multiprocessing.queues.Queue,
+) -> None:
+    """A loader process: batches ``step, step + stride, ...`` into ``out`` until killed."""
+    try:
         while True:
-            while len(ahead) < 2 * workers:
-                ahead.append(processes.apply_async(_batch_in_worker, (step,)))
-                step += 1
-            yield ahead.popleft().get()
+            out.put(_batch(config, pool, seed, size, step))
+            step += stride
+    except Exception:
+        out.put(traceback.format_exc())
+
+
+def _receive(source: multiprocessing.queues.Queue, process: BaseProcess) -> dict:
+    """The next batch from one loader process; its error, or its death, as RuntimeError."""
+    while True:
+        try:
+            item = source.get(timeout=5.0)
+        except queue.Empty:
+            if not process.is_alive():
+                raise RuntimeError(f"batch loader exited with code {process.exitcode}") from None
+            continue
+        if isinstance(item, str):
+            raise RuntimeError(f"batch loader failed:\n{item}")
+        return item
 
 
 def freeze(model: nn.Module, prefixes: list[str]) -> None:
@@ -250,8 +286,8 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
         if time.perf_counter() - last_save > options.checkpoint_every_s:
             _save_state(options, model, optimizer, critic, critic_opt, step, start)
             last_save = time.perf_counter()
-    stream.close()  # stops the loader processes
     _save_state(options, model, optimizer, critic, critic_opt, step, start)
+    stream.close()  # stops the loader processes
     minutes = _minutes(start)
     print(f"stopped at step {step}/{total} after {minutes:.1f} min")
     if options.export:

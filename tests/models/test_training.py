@@ -1,4 +1,5 @@
 import dataclasses
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ torch = pytest.importorskip("torch")
 
 from models.manifest import file_sha256, load_manifest  # noqa: E402
 from models.runtime import open_session  # noqa: E402
+from models.training.data import ImagePool, discover_images  # noqa: E402
 from models.training.export import (  # noqa: E402
     build_network,
     export_onnx,
@@ -16,7 +18,7 @@ from models.training.export import (  # noqa: E402
 )
 from models.training.networks import SPECTRUM_FEATURES, PatchCritic  # noqa: E402
 from models.training.tasks import TASKS, TaskConfig  # noqa: E402
-from models.training.trainer import TrainOptions, train  # noqa: E402
+from models.training.trainer import TrainOptions, batch_stream, train  # noqa: E402
 
 TINY = {
     "unet": {"base": 4, "levels": 3},
@@ -150,6 +152,35 @@ def test_loader_workers_make_the_same_batches_in_the_same_order(
     b = torch.load(ahead / "state" / "train_state.pt", weights_only=False)
     for key, value in a["model"].items():
         torch.testing.assert_close(value, b["model"][key], rtol=1e-5, atol=1e-6)
+
+
+def loader_pool(config: TaskConfig, folder: Path) -> ImagePool:
+    side = config.crop_px + 2 * config.margin_px
+    return ImagePool.load(discover_images([folder]), config.channels, side, config.min_tissue)
+
+
+def test_closing_the_stream_stops_its_loaders(image_folder: Path) -> None:
+    config = tiny("sr-x4")
+    pool = loader_pool(config, image_folder)
+    inline = batch_stream(config, pool, seed=0, size=2, first=5)
+    stream = batch_stream(config, pool, seed=0, size=2, first=5, workers=3)
+    for _ in range(4):
+        assert np.array_equal(next(stream)["input"], next(inline)["input"])
+    assert len(multiprocessing.active_children()) == 3
+    stream.close()
+    assert multiprocessing.active_children() == []
+
+
+def test_a_failing_loader_raises_instead_of_hanging(image_folder: Path) -> None:
+    def broken(rng: np.random.Generator) -> None:
+        raise ValueError("no such degradation")
+
+    config = dataclasses.replace(tiny("sr-x4"), sample=broken)
+    stream = batch_stream(config, loader_pool(config, image_folder), 0, 2, 0, workers=2)
+    with pytest.raises(RuntimeError, match="no such degradation"):
+        next(stream)
+    stream.close()
+    assert multiprocessing.active_children() == []
 
 
 def test_fine_tuning_starts_from_a_checkpoint(image_folder: Path, tmp_path: Path) -> None:
