@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import os
+import platform
 import shlex
 import time
 import warnings
@@ -204,6 +206,25 @@ def throughput(path: Path, config: TaskConfig, repeats: int = 9) -> dict[str, fl
     }
 
 
+_VECTOR_UNITS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("asimd", "NEON"))
+
+
+def cpu_description() -> str:
+    """The CPU a throughput was measured on: model name, cores, widest vector unit.
+
+    Figures differ about twofold between the VMs this project has run on, so a figure is
+    recorded with its machine.
+    """
+    info = Path("/proc/cpuinfo")
+    text = info.read_text() if info.exists() else ""
+    pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in pairs}
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    isa = next((label for flag, label in _VECTOR_UNITS if flag in flags), "")
+    return ", ".join(part for part in (name, f"{os.cpu_count()} cores", isa) if part)
+
+
 def write_model_folder(
     model: nn.Module,
     config: TaskConfig,
@@ -228,7 +249,12 @@ def write_model_folder(
         "size_multiple": 8,
         "min_size_px": getattr(model, "min_size_px", 1),
         "onnx_parity_max_abs_diff": worst,
-        "throughput": {**speed, "threads": 2, "runtime": f"onnxruntime {ORT_VERSION}"},
+        "throughput": {
+            **speed,
+            "threads": 2,
+            "runtime": f"onnxruntime {ORT_VERSION}",
+            "cpu": cpu_description(),
+        },
     }
     if config.kind == "classifier":
         extras["classes"] = list(BLUR_CLASSES)

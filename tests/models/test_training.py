@@ -1,5 +1,6 @@
 import dataclasses
 import multiprocessing
+import os
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,7 @@ def test_a_few_training_steps_then_export_round_trip(
     manifest = load_manifest(tmp_path / "manifest.json")
     assert manifest.sha256 == file_sha256(tmp_path / "model.onnx")
     assert manifest.throughput_mpx_per_s and manifest.throughput_mpx_per_s > 0
+    assert f"{os.cpu_count()} cores" in (manifest.model_extra or {})["throughput"]["cpu"]
     assert manifest.training and manifest.training.command
     model, payload = load_checkpoint(tmp_path / "checkpoint.pt")
     assert payload["task"] == name
