@@ -32,14 +32,14 @@ def test_manifest_matches_the_files(name: str) -> None:
     assert manifest.metrics, "evaluation metrics missing from the manifest"
 
 
-# The recorded figures depend on the VM they were measured on: the deblur-defocus graph
-# measured 1.47 MP/s on the ninth release's VM, 2.53 on the eighth's, 1.72 on the seventh's
-# and 0.74 on the fifth's (models/README.md). On the ninth, tenth and eleventh releases' VMs
-# the two deblurring models miss 2 MP/s. Strict, so that the mark must go once a re-measured
-# figure meets the target again.
-SLOW_ON_THIS_VM = ("deblur-motion", "deblur-defocus")
+# The recorded figures depend on the VM they were measured on (each manifest names its CPU):
+# the deblur-defocus graph measured 0.77 MP/s on the twelfth release's VM (AMD EPYC, AVX2),
+# 1.73 on the eleventh's, 2.53 on the eighth's and 0.74 on the fifth's (models/README.md).
+# On the twelfth release's VM only the classifier reaches 2 MP/s. Strict, so that a mark must
+# go once a re-measured figure meets the target again.
+SLOW_ON_THIS_VM = ("deblur-motion", "deblur-defocus", "sr-x4", "sr-x2")
 BELOW_SPEED_TARGET = pytest.mark.xfail(
-    reason="measured 1.59 and 1.73 MP/s on the latest release's VM", strict=True
+    reason="measured 0.76, 0.77, 1.44 and 1.35 MP/s on the latest release's VM", strict=True
 )
 
 
