@@ -17,6 +17,16 @@ def _default_data(task: str) -> list[Path]:
     return [DEFAULT_DATA_ROOT / d for d in TASKS[task].data]
 
 
+def _steps(text: str) -> int | None:
+    """``--steps``: a positive count, or ``auto`` (None) to fit the schedule to --minutes."""
+    if text == "auto":
+        return None
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError("--steps must be positive or 'auto'")
+    return count
+
+
 def train_main(argv: list[str] | None = None) -> None:
     """Parse arguments and run :func:`models.training.trainer.train`."""
     from models.training.losses import SSIM_WEIGHT
@@ -27,7 +37,13 @@ def train_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", nargs="+", type=Path, help="folders/files of sharp images")
     parser.add_argument("--out", type=Path, help="model folder (default models/zoo/<task>)")
     parser.add_argument("--work-dir", type=Path, help="resumable state (default ~/.cache/...)")
-    parser.add_argument("--steps", type=int, default=2000, help="supervised steps (LR schedule)")
+    parser.add_argument(
+        "--steps",
+        type=_steps,
+        default=2000,
+        help="supervised steps (the LR schedule's length); 'auto' with --minutes: as many as "
+        "fit, at the step rate timed during warm-up",
+    )
     parser.add_argument("--minutes", type=float, help="wall-clock budget; stops early")
     parser.add_argument("--adversarial-steps", type=int, default=0, help="PatchGAN stage steps")
     parser.add_argument("--adversarial-weight", type=float, default=1e-3)

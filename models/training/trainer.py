@@ -39,7 +39,7 @@ class TrainOptions:
     data: list[Path]
     out: Path
     work_dir: Path
-    steps: int = 2000
+    steps: int | None = 2000  # None: as many as fit in ``minutes`` (:class:`StepFit`)
     minutes: float | None = None
     adversarial_steps: int = 0
     adversarial_weight: float = 1e-3
@@ -62,7 +62,10 @@ class TrainOptions:
     history: list[dict] = field(default_factory=list)
 
 
-def _lr_at(step: int, total: int, base: float, warmup: int = 50) -> float:
+WARMUP_STEPS = 50
+
+
+def _lr_at(step: int, total: int, base: float, warmup: int = WARMUP_STEPS) -> float:
     """Linear warm-up then cosine decay to 5 % of ``base`` at ``total`` steps."""
     if step < warmup:
         return base * (step + 1) / warmup
@@ -72,6 +75,28 @@ def _lr_at(step: int, total: int, base: float, warmup: int = 50) -> float:
 
 def _batch(config: TaskConfig, pool: ImagePool, seed: int, size: int, step: int) -> dict:
     return config.make_batch(pool, np.random.default_rng([seed, step]), size)
+
+
+class StepFit:
+    """``--steps auto``: the schedule's length, fitted to the time budget during warm-up.
+
+    The step rate is timed over the steps 10 to :data:`WARMUP_STEPS` after the loop starts
+    (the learning rate of warm-up steps does not depend on the schedule's length), and the
+    schedule then gets as many steps as fit, at that rate, into 97 % of the time left.
+    """
+
+    def __init__(self, first_step: int) -> None:
+        self.timed_from, self.fitted_at = first_step + 10, first_step + WARMUP_STEPS
+        self.clock = 0.0
+
+    def after(self, step: int, elapsed_s: float, budget_s: float) -> int | None:
+        """Call after each step; returns the schedule's length once it is known."""
+        if step == self.timed_from:
+            self.clock = elapsed_s
+        if step < self.fitted_at:
+            return None
+        rate = (step - self.timed_from) / max(elapsed_s - self.clock, 1e-9)
+        return step + max(1, int(rate * (budget_s - elapsed_s) * 0.97))
 
 
 def batch_stream(
@@ -235,7 +260,9 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
     optimizer = torch.optim.Adam(trainable, lr=base_lr)
     critic = PatchCritic(config.channels).to(device) if options.adversarial_steps else None
     critic_opt = torch.optim.Adam(critic.parameters(), lr=1e-4) if critic else None
-    step, elapsed = 0, 0.0
+    step, elapsed, steps = 0, 0.0, options.steps
+    if steps is None and not (options.minutes and options.adversarial_steps == 0):
+        raise ValueError("--steps auto needs --minutes and no --adversarial-steps")
     if options.resume and _state_path(options).exists():
         state = torch.load(_state_path(options), map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
@@ -244,9 +271,11 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
             critic.load_state_dict(state["critic"])
             critic_opt.load_state_dict(state["critic_optimizer"])  # type: ignore[union-attr]
         step, elapsed = state["step"], state["elapsed_s"]
+        steps = steps if steps is not None else state.get("steps")
         options.history = state.get("history", [])
         print(f"resumed at step {step} ({elapsed / 60:.1f} min)")
-    total = options.steps + options.adversarial_steps
+    fit = StepFit(step) if steps is None else None
+    total = (10**9 if steps is None else steps) + options.adversarial_steps  # None: not fitted
     budget_s = options.minutes * 60 if options.minutes else float("inf")
     start, last_save = time.perf_counter() - elapsed, time.perf_counter()
     running: dict[str, float] = {}
@@ -255,11 +284,12 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
     while step < total and time.perf_counter() - start < budget_s:
         arrays = next(stream)
         batch = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
-        lr = _lr_at(min(step, options.steps), options.steps, base_lr)
+        supervised = total - options.adversarial_steps
+        lr = _lr_at(min(step, supervised), supervised, base_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss, terms, output = _step_loss(model, config, batch, options.ssim_weight)
-        if critic is not None and step >= options.steps and output is not None:
+        if critic is not None and step >= supervised and output is not None:
             critic_opt.zero_grad()  # type: ignore[union-attr]
             d_loss = critic_loss(critic(batch["target"]), critic(output.detach()))
             d_loss.backward()
@@ -274,6 +304,9 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
             terms = {**terms, "grad_norm": float(norm)}
         optimizer.step()
         step += 1
+        if fit is not None and (fitted := fit.after(step, time.perf_counter() - start, budget_s)):
+            steps, total, fit = fitted, fitted, None
+            print(f"--steps auto: {steps} steps fit in --minutes {options.minutes}", flush=True)
         for k, v in terms.items():
             running[k] = running.get(k, 0.0) + v
         if step % options.log_every == 0 or step == total:
@@ -284,9 +317,9 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
             print(json.dumps(record), flush=True)
             running = {}
         if time.perf_counter() - last_save > options.checkpoint_every_s:
-            _save_state(options, model, optimizer, critic, critic_opt, step, start)
+            _save_state(options, model, optimizer, critic, critic_opt, step, start, steps)
             last_save = time.perf_counter()
-    _save_state(options, model, optimizer, critic, critic_opt, step, start)
+    _save_state(options, model, optimizer, critic, critic_opt, step, start, steps)
     stream.close()  # stops the loader processes
     minutes = _minutes(start)
     print(f"stopped at step {step}/{total} after {minutes:.1f} min")
@@ -316,7 +349,7 @@ def _minutes(start: float) -> float:
     return (time.perf_counter() - start) / 60
 
 
-def _save_state(options, model, optimizer, critic, critic_opt, step, start) -> None:
+def _save_state(options, model, optimizer, critic, critic_opt, step, start, steps) -> None:
     torch.save(
         {
             "model": model.state_dict(),
@@ -324,6 +357,7 @@ def _save_state(options, model, optimizer, critic, critic_opt, step, start) -> N
             "critic": critic.state_dict() if critic else None,
             "critic_optimizer": critic_opt.state_dict() if critic_opt else None,
             "step": step,
+            "steps": steps,  # the schedule's length (None: --steps auto, not yet fitted)
             "elapsed_s": time.perf_counter() - start,
             "history": options.history,
         },

@@ -19,7 +19,12 @@ from models.training.export import (  # noqa: E402
 )
 from models.training.networks import SPECTRUM_FEATURES, PatchCritic  # noqa: E402
 from models.training.tasks import TASKS, TaskConfig  # noqa: E402
-from models.training.trainer import TrainOptions, batch_stream, train  # noqa: E402
+from models.training.trainer import (  # noqa: E402
+    WARMUP_STEPS,
+    TrainOptions,
+    batch_stream,
+    train,
+)
 
 TINY = {
     "unet": {"base": 4, "levels": 3},
@@ -140,6 +145,20 @@ def test_training_is_seeded_and_resumable(image_folder: Path, tmp_path: Path) ->
     for key, value in a["model"].items():
         torch.testing.assert_close(value, b["model"][key], rtol=1e-5, atol=1e-6)
     assert config.clip_grad_norm and all("grad_norm" in r for r in a["history"])
+
+
+def test_steps_auto_fits_the_schedule_to_the_time_budget(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    config = tiny("sr-x4")
+    train(config, options(image_folder, tmp_path, steps=None, minutes=0.15, export=False))
+    state = torch.load(tmp_path / "state" / "train_state.pt", weights_only=False)
+    assert state["steps"] > WARMUP_STEPS
+    # stopped by the fitted schedule, or by the clock near its end on a loaded machine
+    assert state["step"] >= 0.8 * state["steps"]
+    assert state["history"][-1]["lr"] < 0.3 * config.lr
+    with pytest.raises(ValueError, match="needs --minutes"):
+        train(config, options(image_folder, tmp_path / "no-budget", steps=None))
 
 
 def test_loader_workers_make_the_same_batches_in_the_same_order(
