@@ -355,9 +355,21 @@ def _lineage(
     step += f"; {note})" if note else ")"
     minutes = (parent.training.minutes or 0) + (run.training.minutes or 0)
     record = run.training.model_copy(
-        update={"command": f"{parent.training.command} && {step}", "minutes": round(minutes, 1)}
+        update={
+            "command": f"{parent.training.command} && {step}",
+            "minutes": round(minutes, 1),
+            "data": _joined(parent.training.data, run.training.data),
+            "hardware": _joined(parent.training.hardware, run.training.hardware),
+        }
     )
     return run, record, _bumped(parent.version, 1)
+
+
+def _joined(earlier: str | None, later: str | None) -> str | None:
+    """A chained record's data or hardware: both, unless the earlier already says the later."""
+    if not earlier or not later or later in earlier:
+        return earlier or later
+    return f"{earlier}; then {later}"
 
 
 def _manifest_in(folder: Path) -> ModelManifest | None:

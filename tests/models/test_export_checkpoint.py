@@ -79,11 +79,29 @@ def test_promoting_a_fine_tuning_run_chains_its_record_onto_the_parents(
     assert manifest.training.minutes == pytest.approx(
         (parent.training.minutes or 0) + (tuned.training.minutes or 0), abs=0.06
     )
+    assert manifest.training.data == parent.training.data, "the same folders, said once"
+    assert manifest.training.hardware == parent.training.hardware
     assert manifest.metrics == {}, "the parent's held-out figures describe other weights"
     assert manifest.model_extra["training_run"]["steps"] == 2
     assert load_manifest(shipped / "manifest.json") == manifest
     np.testing.assert_allclose(_output(shipped), _output(run), atol=1e-6)
     assert np.abs(_output(shipped) - old_output).max() > 1e-4, "the run's weights ship"
+
+
+def test_a_run_on_other_data_or_hardware_adds_them_to_the_record(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    shipped, run = tmp_path / "shipped", tmp_path / "run"
+    _shipped(image_folder, shipped)
+    parent = load_manifest(shipped / "manifest.json")
+    config = tiny("deblur-motion")
+    train(config, options(image_folder, run, steps=1, init_from=shipped / "checkpoint.pt"))
+    tuned = load_manifest(run / "manifest.json")
+    elsewhere = tuned.training.model_copy(update={"data": "a lab's tiles", "hardware": "a GPU"})
+    write_manifest(tuned.model_copy(update={"training": elsewhere}), run)
+    manifest = export_checkpoint(config, run / "checkpoint.pt", shipped)
+    assert manifest.training.data == f"{parent.training.data}; then a lab's tiles"
+    assert manifest.training.hardware == f"{parent.training.hardware}; then a GPU"
 
 
 def test_a_checkpoint_into_an_empty_folder_is_version_one_with_the_runs_record(
