@@ -28,6 +28,15 @@ def _shipped(image_folder: Path, folder: Path) -> None:
     write_manifest(released, folder)
 
 
+def _fine_tuned(image_folder: Path, tmp_path: Path, **kwargs: object) -> tuple[Path, Path]:
+    """A released folder and a run fine-tuned from its checkpoint into another folder."""
+    shipped, run = tmp_path / "shipped", tmp_path / "run"
+    _shipped(image_folder, shipped)
+    init = shipped / "checkpoint.pt"
+    train(tiny("deblur-motion"), options(image_folder, run, init_from=init, **kwargs))
+    return shipped, run
+
+
 def test_re_exporting_a_model_folder_keeps_its_record(image_folder: Path, tmp_path: Path) -> None:
     shipped = tmp_path / "shipped"
     _shipped(image_folder, shipped)
@@ -60,15 +69,10 @@ def test_a_changed_file_from_the_same_weights_raises_the_patch(
 def test_promoting_a_fine_tuning_run_chains_its_record_onto_the_parents(
     image_folder: Path, tmp_path: Path
 ) -> None:
-    shipped, run = tmp_path / "shipped", tmp_path / "run"
-    _shipped(image_folder, shipped)
+    shipped, run = _fine_tuned(image_folder, tmp_path, steps=2, command=TUNING)
     parent = load_manifest(shipped / "manifest.json")
     old_output = _output(shipped)
     config = tiny("deblur-motion")
-    tuning = options(
-        image_folder, run, steps=2, init_from=shipped / "checkpoint.pt", command=TUNING
-    )
-    train(config, tuning)
     tuned = load_manifest(run / "manifest.json")
     manifest = export_checkpoint(config, run / "checkpoint.pt", shipped, note="better on tuning")
     assert manifest.version == "1.4.0"
@@ -91,15 +95,12 @@ def test_promoting_a_fine_tuning_run_chains_its_record_onto_the_parents(
 def test_a_run_on_other_data_or_hardware_adds_them_to_the_record(
     image_folder: Path, tmp_path: Path
 ) -> None:
-    shipped, run = tmp_path / "shipped", tmp_path / "run"
-    _shipped(image_folder, shipped)
+    shipped, run = _fine_tuned(image_folder, tmp_path, steps=1)
     parent = load_manifest(shipped / "manifest.json")
-    config = tiny("deblur-motion")
-    train(config, options(image_folder, run, steps=1, init_from=shipped / "checkpoint.pt"))
     tuned = load_manifest(run / "manifest.json")
     elsewhere = tuned.training.model_copy(update={"data": "a lab's tiles", "hardware": "a GPU"})
     write_manifest(tuned.model_copy(update={"training": elsewhere}), run)
-    manifest = export_checkpoint(config, run / "checkpoint.pt", shipped)
+    manifest = export_checkpoint(tiny("deblur-motion"), run / "checkpoint.pt", shipped)
     assert manifest.training.data == f"{parent.training.data}; then a lab's tiles"
     assert manifest.training.hardware == f"{parent.training.hardware}; then a GPU"
 
