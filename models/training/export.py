@@ -317,6 +317,9 @@ def export_checkpoint(
       the records are chained (commands joined by ``&&``, minutes added), the run's training
       log is kept and the parent's metrics are dropped (they describe other weights; run
       ``python -m models.evaluate``); the minor number goes up.
+    * A checkpoint with no manifest beside it into a model folder: new weights of unknown
+      training, so the record says where they came from, the metrics are dropped and the
+      minor number goes up.
     * Otherwise the run's record (or "not recorded") and version 1.0.0.
 
     ``note`` (why it ships, say) follows the run's command in the record.
@@ -326,10 +329,10 @@ def export_checkpoint(
     parent = _manifest_in(out_dir)
     own = checkpoint.resolve().parent == out_dir.resolve()
     run = None if own else _manifest_in(checkpoint.resolve().parent)
-    source, record, default_version = _lineage(parent, run, note)
+    source, record, default_version = _lineage(parent, None if own else (run, checkpoint), note)
     manifest = write_model_folder(model.eval(), config, out_dir, record, version or default_version)
     data = manifest.model_dump()
-    if parent is not None and source is parent:  # the same weights
+    if parent is not None and own:  # the same weights
         data["metrics"] = parent.metrics
         if not version and manifest.sha256 == parent.sha256:
             data["version"] = parent.version  # the very same file
@@ -342,15 +345,30 @@ def export_checkpoint(
 
 
 def _lineage(
-    parent: ModelManifest | None, run: ModelManifest | None, note: str
+    parent: ModelManifest | None,
+    other: tuple[ModelManifest | None, Path] | None,
+    note: str,
 ) -> tuple[ModelManifest | None, TrainingRecord, str]:
-    """The manifest the record comes from, the record and the default version."""
-    if run is None:
+    """The manifest the record comes from, the record and the default version.
+
+    ``other`` is None for the folder's own checkpoint, else the manifest beside the
+    checkpoint (None if it has none) and the checkpoint's path.
+    """
+    unknown = TrainingRecord(data="not recorded", command="not recorded")
+    if other is None:
         if parent is None:
-            return None, TrainingRecord(data="not recorded", command="not recorded"), "1.0.0"
+            return None, unknown, "1.0.0"
         return parent, parent.training, _bumped(parent.version, 2)
+    run, checkpoint = other
     if parent is None:
-        return run, run.training, "1.0.0"
+        return run, run.training if run else unknown, "1.0.0"
+    if run is None:
+        step = f"weights from {checkpoint} (no training record beside it"
+        step += f"; {note})" if note else ")"
+        record = parent.training.model_copy(
+            update={"command": f"{parent.training.command} && {step}"}
+        )
+        return None, record, _bumped(parent.version, 1)
     step = f"{_reproducible(run.training.command)} ({run.training.minutes} min"
     step += f"; {note})" if note else ")"
     minutes = (parent.training.minutes or 0) + (run.training.minutes or 0)

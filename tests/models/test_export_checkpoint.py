@@ -105,6 +105,23 @@ def test_a_run_on_other_data_or_hardware_adds_them_to_the_record(
     assert manifest.training.hardware == f"{parent.training.hardware}; then a GPU"
 
 
+def test_a_checkpoint_without_a_record_ships_as_new_weights_of_unknown_training(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    shipped, run = _fine_tuned(image_folder, tmp_path, steps=1)
+    parent = load_manifest(shipped / "manifest.json")
+    bare = tmp_path / "bare" / "weights.pt"
+    bare.parent.mkdir()
+    bare.write_bytes((run / "checkpoint.pt").read_bytes())
+    manifest = export_checkpoint(tiny("deblur-motion"), bare, shipped, note="a lab's")
+    assert manifest.version == "1.4.0"
+    assert manifest.metrics == {}, "the parent's held-out figures describe other weights"
+    assert manifest.training.command == (
+        f"{parent.training.command} && weights from {bare} (no training record beside it; a lab's)"
+    )
+    assert "training_run" not in (manifest.model_extra or {})
+
+
 def test_a_checkpoint_into_an_empty_folder_is_version_one_with_the_runs_record(
     image_folder: Path, tmp_path: Path
 ) -> None:
