@@ -65,8 +65,7 @@ def compare(
 ) -> dict[str, Any]:
     """Compare ``model_dirs`` on ``count`` images of ``pool`` (the training split)."""
     if config.kind == "classifier":
-        step = max(1, len(pool.images) // count)
-        chosen = ImagePool(pool.images[::step][:count], pool.paths[::step][:count])
+        chosen = pool.every_nth(count)
         return {"classifiers": compare_classifiers(config, model_dirs, chosen, sources)}
     images = tuning_images(config, pool, COMPARE_SIDE, count)
     return {"levels": compare_generators(config, model_dirs, images)}

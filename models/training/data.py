@@ -123,6 +123,11 @@ class ImagePool:
             raise ValueError("no usable images (too small or no tissue)")
         return cls(images, kept)
 
+    def every_nth(self, count: int) -> ImagePool:
+        """About ``count`` images spread evenly over the pool (every n-th, at most ``count``)."""
+        step = max(1, len(self.images) // count)
+        return ImagePool(self.images[::step][:count], self.paths[::step][:count])
+
     def random_crop(
         self, size: int, rng: np.random.Generator, min_std: float = MIN_CROP_STD, tries: int = 10
     ) -> np.ndarray:

@@ -48,8 +48,7 @@ def tuning_images(
     config: TaskConfig, pool: ImagePool, side: int = TUNE_SIDE, count: int = TUNE_IMAGES
 ) -> list[np.ndarray]:
     """Every n-th training-split image, centre-cropped to ``side``: for choices, never held-out."""
-    step = max(1, len(pool.images) // count)
-    return [_fit(im, 8 * config.scale, side) for im in pool.images[::step]][:count]
+    return [_fit(im, 8 * config.scale, side) for im in pool.every_nth(count).images]
 
 
 def _upsample_offset(params: Params) -> float:
