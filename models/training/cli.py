@@ -29,7 +29,7 @@ def _steps(text: str) -> int | None:
 
 def train_main(argv: list[str] | None = None) -> None:
     """Parse arguments and run :func:`models.training.trainer.train`."""
-    from models.training.losses import SSIM_WEIGHT
+    from models.training.losses import FREQUENCY_WEIGHT, SSIM_WEIGHT
     from models.training.trainer import TrainOptions, train
 
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__)
@@ -68,6 +68,12 @@ def train_main(argv: list[str] | None = None) -> None:
         default=SSIM_WEIGHT,
         help="generators: weight of the (1 - SSIM) loss term beside L1",
     )
+    parser.add_argument(
+        "--frequency-weight",
+        type=float,
+        default=FREQUENCY_WEIGHT,
+        help="generators: weight of the L1 of spectrum magnitudes beside L1",
+    )
     parser.add_argument("--held-out-fraction", type=float, default=0.2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -96,6 +102,7 @@ def train_main(argv: list[str] | None = None) -> None:
         freeze=args.freeze,
         add_blocks=args.add_blocks,
         ssim_weight=args.ssim_weight,
+        frequency_weight=args.frequency_weight,
         held_out_fraction=args.held_out_fraction,
         threads=args.threads,
         device=args.device,

@@ -35,13 +35,14 @@ def frequency_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 SSIM_WEIGHT = 0.2
+FREQUENCY_WEIGHT = 0.02
 
 
 def restoration_loss(
     output: torch.Tensor,
     target: torch.Tensor,
     ssim_weight: float = SSIM_WEIGHT,
-    frequency_weight: float = 0.02,
+    frequency_weight: float = FREQUENCY_WEIGHT,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L1 + ``ssim_weight`` (1 - SSIM) + ``frequency_weight`` frequency L1."""
     l1 = (output - target).abs().mean()

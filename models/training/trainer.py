@@ -22,6 +22,7 @@ from models.manifest import TrainingRecord
 from models.training.data import ImagePool, discover_images, split_paths
 from models.training.export import build_network, load_checkpoint, write_model_folder
 from models.training.losses import (
+    FREQUENCY_WEIGHT,
     SSIM_WEIGHT,
     classifier_loss,
     critic_loss,
@@ -51,6 +52,7 @@ class TrainOptions:
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed
     add_blocks: int = 0  # with init_from: residual blocks added to an srresnet checkpoint
     ssim_weight: float = SSIM_WEIGHT  # generators: loss = L1 + w (1 - SSIM) + frequency term
+    frequency_weight: float = FREQUENCY_WEIGHT  # generators: weight of the spectrum L1 term
     held_out_fraction: float = 0.2
     threads: int = 2
     device: str = "cpu"  # or "cuda": batches are still made on the CPU
@@ -203,14 +205,16 @@ def training_data(config: TaskConfig, options: TrainOptions) -> tuple[ImagePool,
 
 
 def _step_loss(
-    model: nn.Module, config: TaskConfig, batch: dict[str, torch.Tensor], ssim_weight: float
+    model: nn.Module, config: TaskConfig, batch: dict[str, torch.Tensor], options: TrainOptions
 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
     if config.kind == "classifier":
         logits, extent = model(batch["input"])
         loss, terms = classifier_loss(logits, extent, batch["label"], batch["extent"])
         return loss, terms, None
     output = model(batch["input"])
-    loss, terms = restoration_loss(output, batch["target"], ssim_weight)
+    loss, terms = restoration_loss(
+        output, batch["target"], options.ssim_weight, options.frequency_weight
+    )
     if "blur" in batch and hasattr(model, "auxiliary_loss"):
         auxiliary = model.auxiliary_loss(batch["input"], batch["blur"])
         loss, terms = loss + auxiliary, {**terms, "estimator": auxiliary.item()}
@@ -288,7 +292,7 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
         lr = _lr_at(min(step, supervised), supervised, base_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss, terms, output = _step_loss(model, config, batch, options.ssim_weight)
+        loss, terms, output = _step_loss(model, config, batch, options)
         if critic is not None and step >= supervised and output is not None:
             critic_opt.zero_grad()  # type: ignore[union-attr]
             d_loss = critic_loss(critic(batch["target"]), critic(output.detach()))

@@ -329,11 +329,14 @@ def test_a_checkpoint_without_a_branch_does_not_load_into_a_network_that_has_it(
         load_weights(BlurClassifier(3, 4, spectrum_bins=8), old.state_dict())
 
 
-def test_the_ssim_weight_reaches_the_generator_loss(image_folder: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("term", ["ssim_weight", "frequency_weight"])
+def test_each_loss_weight_reaches_the_generator_loss(
+    term: str, image_folder: Path, tmp_path: Path
+) -> None:
     config = tiny("sr-x4")
     weights = {"a": 0.2, "b": 0.2, "c": 2.0}
     for run, weight in weights.items():
-        train(config, options(image_folder, tmp_path / run, steps=2, ssim_weight=weight))
+        train(config, options(image_folder, tmp_path / run, steps=2, **{term: weight}))
     a, b, c = (load_checkpoint(tmp_path / run / "checkpoint.pt")[0].state_dict() for run in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)  # runs are reproducible...
     assert not all(torch.equal(a[k], c[k]) for k in a)  # ...so the weight made the difference
