@@ -346,7 +346,7 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
 def _hardware(device: torch.device, threads: int) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return f"CPU, torch {torch.__version__}, {threads} threads"
+    return f"CPU, torch {torch.__version__}, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def _minutes(start: float) -> float:
