@@ -74,6 +74,13 @@ def train_main(argv: list[str] | None = None) -> None:
         default=FREQUENCY_WEIGHT,
         help="generators: weight of the L1 of spectrum magnitudes beside L1",
     )
+    parser.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="save and export an exponential moving average of the weights, e.g. 0.999",
+    )
     parser.add_argument("--held-out-fraction", type=float, default=0.2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -103,6 +110,7 @@ def train_main(argv: list[str] | None = None) -> None:
         add_blocks=args.add_blocks,
         ssim_weight=args.ssim_weight,
         frequency_weight=args.frequency_weight,
+        ema_decay=args.ema,
         held_out_fraction=args.held_out_fraction,
         threads=args.threads,
         device=args.device,

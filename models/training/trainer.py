@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from models.manifest import TrainingRecord
 from models.training.data import ImagePool, discover_images, split_paths
@@ -53,6 +54,7 @@ class TrainOptions:
     add_blocks: int = 0  # with init_from: residual blocks added to an srresnet checkpoint
     ssim_weight: float = SSIM_WEIGHT  # generators: loss = L1 + w (1 - SSIM) + frequency term
     frequency_weight: float = FREQUENCY_WEIGHT  # generators: weight of the spectrum L1 term
+    ema_decay: float = 0.0  # > 0: save and export an exponential moving average of the weights
     held_out_fraction: float = 0.2
     threads: int = 2
     device: str = "cpu"  # or "cuda": batches are still made on the CPU
@@ -262,6 +264,7 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=base_lr)
+    average = _moving_average(model, options.ema_decay)
     critic = PatchCritic(config.channels).to(device) if options.adversarial_steps else None
     critic_opt = torch.optim.Adam(critic.parameters(), lr=1e-4) if critic else None
     step, elapsed, steps = 0, 0.0, options.steps
@@ -271,6 +274,10 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
         state = torch.load(_state_path(options), map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if average is not None and state.get("average"):
+            average.load_state_dict(state["average"])
+        elif average is not None:  # a run that had none: average from the resumed weights
+            average = _moving_average(model, options.ema_decay)
         if critic is not None and state.get("critic"):
             critic.load_state_dict(state["critic"])
             critic_opt.load_state_dict(state["critic_optimizer"])  # type: ignore[union-attr]
@@ -307,6 +314,8 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
             norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
             terms = {**terms, "grad_norm": float(norm)}
         optimizer.step()
+        if average is not None:
+            average.update_parameters(model)
         step += 1
         if fit is not None and (fitted := fit.after(step, time.perf_counter() - start, budget_s)):
             steps, total, fit = fitted, fitted, None
@@ -321,9 +330,9 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
             print(json.dumps(record), flush=True)
             running = {}
         if time.perf_counter() - last_save > options.checkpoint_every_s:
-            _save_state(options, model, optimizer, critic, critic_opt, step, start, steps)
+            _save_state(options, model, average, optimizer, critic, critic_opt, step, start, steps)
             last_save = time.perf_counter()
-    _save_state(options, model, optimizer, critic, critic_opt, step, start, steps)
+    _save_state(options, model, average, optimizer, critic, critic_opt, step, start, steps)
     stream.close()  # stops the loader processes
     minutes = _minutes(start)
     print(f"stopped at step {step}/{total} after {minutes:.1f} min")
@@ -335,12 +344,27 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
             seed=options.seed,
             hardware=_hardware(device, options.threads),
         )
-        model.eval().cpu()
-        manifest = write_model_folder(model, config, options.out, record)
+        exported = (model if average is None else average.module).eval().cpu()
+        manifest = write_model_folder(exported, config, options.out, record)
         extra = {"steps": step, "batch": batch_size, "lr": base_lr}
+        if average is not None:
+            extra["ema_decay"] = options.ema_decay
         _add_training_extras(options.out, extra, options.history[-1] if options.history else {})
         print(f"exported {options.out} ({manifest.throughput_mpx_per_s} MP/s)")
     return options.out
+
+
+def _moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights and buffers (``decay`` 0: none).
+
+    Fine-tuning's last iterates scatter around a minimum; their average usually scores
+    better than any one of them, so the average is what gets saved and exported.
+    """
+    if decay == 0:
+        return None
+    if not 0 < decay < 1:
+        raise ValueError(f"--ema {decay}: the decay must lie between 0 and 1")
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _hardware(device: torch.device, threads: int) -> str:
@@ -353,10 +377,11 @@ def _minutes(start: float) -> float:
     return (time.perf_counter() - start) / 60
 
 
-def _save_state(options, model, optimizer, critic, critic_opt, step, start, steps) -> None:
+def _save_state(options, model, average, optimizer, critic, critic_opt, step, start, steps) -> None:
     torch.save(
         {
             "model": model.state_dict(),
+            "average": average.state_dict() if average else None,
             "optimizer": optimizer.state_dict(),
             "critic": critic.state_dict() if critic else None,
             "critic_optimizer": critic_opt.state_dict() if critic_opt else None,

@@ -147,6 +147,30 @@ def test_training_is_seeded_and_resumable(image_folder: Path, tmp_path: Path) ->
     assert config.clip_grad_norm and all("grad_norm" in r for r in a["history"])
 
 
+def test_ema_exports_the_moving_average_and_survives_resume(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    config = tiny("sr-x4")
+    straight = tmp_path / "straight"
+    train(config, options(image_folder, straight, steps=4, ema_decay=0.5))
+    split = tmp_path / "split"
+    train(config, options(image_folder, split, steps=2, ema_decay=0.5, export=False))
+    train(config, options(image_folder, split, steps=4, ema_decay=0.5, resume=True))
+    a = torch.load(straight / "state" / "train_state.pt", weights_only=False)
+    b = torch.load(split / "state" / "train_state.pt", weights_only=False)
+    assert a["average"]["n_averaged"] == 4
+    for key, value in a["average"].items():
+        torch.testing.assert_close(value, b["average"][key], rtol=1e-5, atol=1e-6)
+    exported = load_checkpoint(straight / "checkpoint.pt")[0].state_dict()
+    averaged = {k.removeprefix("module."): v for k, v in a["average"].items()}
+    assert all(torch.equal(exported[k], averaged[k]) for k in exported)
+    assert not all(torch.equal(exported[k], a["model"][k]) for k in exported)
+    run = load_manifest(straight / "manifest.json").model_extra["training_run"]
+    assert run["ema_decay"] == 0.5
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        train(config, options(image_folder, tmp_path / "bad", steps=1, ema_decay=1.5))
+
+
 def test_steps_auto_fits_the_schedule_to_the_time_budget(
     image_folder: Path, tmp_path: Path
 ) -> None:
