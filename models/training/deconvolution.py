@@ -183,11 +183,68 @@ def dct_matrix(size: int, like: torch.Tensor) -> torch.Tensor:
     Built from ``arange`` (not Python numbers) so that the size stays dynamic in ONNX.
     """
     n = torch.arange(size, device=like.device).to(like.dtype)
-    count = n[-1] + 1
-    k = n[:, None]
+    return _dct_rows(n, n, n[-1] + 1)
+
+
+def _dct_rows(rows: torch.Tensor, n: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Rows ``rows`` and columns ``n`` of the orthonormal DCT-II matrix of ``count`` points."""
+    k = rows[:, None]
     matrix = torch.cos(torch.pi * k * (2 * n[None, :] + 1) / (2 * count))
     scale = torch.where(k == 0, torch.sqrt(1.0 / count), torch.sqrt(2.0 / count))
     return matrix * scale
+
+
+def _dct_halves(size: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The even and the odd rows of the ``size``-point DCT-II matrix, first half of columns.
+
+    Each is ``[size / 2, size / 2]``; ``size`` must be even. Row ``k`` of the full matrix is
+    even or odd under ``n -> size - 1 - n`` as ``k`` is, so these two halves are all of it.
+    """
+    even = torch.arange(0, size, 2, device=like.device).to(like.dtype)  # k = 0, 2, ...
+    n, count = even / 2, even[-1] + 2
+    return _dct_rows(even, n, count), _dct_rows(even + 1, n, count)
+
+
+def frequency_order(size: int, like: torch.Tensor) -> torch.Tensor:
+    """The coefficient index at each position of :func:`folded_dct`: 0, 2, 4, ..., 1, 3, ...."""
+    ks = [torch.arange(start, size, 2, device=like.device) for start in (0, 1)]
+    return torch.cat(ks).to(like.dtype)
+
+
+def _apply(matrix: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``matrix @ x`` along ``dim`` of ``x`` (-1 or -2)."""
+    return x @ matrix.transpose(0, 1) if dim == -1 else matrix @ x
+
+
+def folded_dct(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Orthonormal DCT-II of ``x`` along ``dim`` (-1 or -2), in :func:`frequency_order`.
+
+    An even length is folded once: the even coefficients are the transform of
+    ``x[n] + x[size - 1 - n]`` and the odd ones that of the difference, two half-size
+    matrix products, half the work of the dense one. Keeping the two halves apart (even
+    coefficients first) spares a strided interleave. An odd length takes the dense matrix,
+    its rows in the same order. In ONNX the folded form is what runs: even sizes only.
+    """
+    size = x.shape[dim]
+    if size % 2:
+        order = frequency_order(size, x).long()
+        return _apply(dct_matrix(size, x)[order], x, dim)
+    even, odd = _dct_halves(size, x)
+    first, last = x.narrow(dim, 0, size // 2), x.narrow(dim, size // 2, size // 2).flip(dim)
+    return torch.cat([_apply(even, first + last, dim), _apply(odd, first - last, dim)], dim=dim)
+
+
+def folded_idct(coefficients: torch.Tensor, dim: int) -> torch.Tensor:
+    """The signal whose :func:`folded_dct` along ``dim`` (-1 or -2) is ``coefficients``."""
+    size = coefficients.shape[dim]
+    if size % 2:
+        order = frequency_order(size, coefficients).long()
+        return _apply(dct_matrix(size, coefficients)[order].transpose(0, 1), coefficients, dim)
+    even, odd = _dct_halves(size, coefficients)
+    half = size // 2
+    sums = _apply(even.transpose(0, 1), coefficients.narrow(dim, 0, half), dim)
+    differences = _apply(odd.transpose(0, 1), coefficients.narrow(dim, half, half), dim)
+    return torch.cat([sums + differences, (sums - differences).flip(dim)], dim=dim)
 
 
 def binning_matrix(size: int, bins: int, like: torch.Tensor) -> torch.Tensor:
@@ -243,10 +300,8 @@ class DefocusWiener(nn.Module):
 
     @staticmethod
     def transform(image: torch.Tensor) -> torch.Tensor:
-        """DCT-II coefficients of each channel, same shape as ``image``."""
-        d_rows = dct_matrix(image.shape[2], image)
-        d_cols = dct_matrix(image.shape[3], image)
-        return d_rows @ image @ d_cols.transpose(0, 1)
+        """DCT-II coefficients of each channel, in :func:`frequency_order` along both axes."""
+        return folded_dct(folded_dct(image, -1), -2)
 
     def radial_profile(self, coefficients: torch.Tensor) -> torch.Tensor:
         """``[N, bins]``: log10 mean luminance power in rings 1 .. bins-1, then their mean.
@@ -257,8 +312,8 @@ class DefocusWiener(nn.Module):
         """
         grey = coefficients.mean(dim=1).flatten(1)  # [N, rows * cols]
         rows, cols = coefficients.shape[2], coefficients.shape[3]
-        wy = torch.arange(rows, device=grey.device).to(grey.dtype) / rows
-        wx = torch.arange(cols, device=grey.device).to(grey.dtype) / cols
+        wy = frequency_order(rows, grey) / rows
+        wx = frequency_order(cols, grey) / cols
         radius = torch.sqrt(wy[:, None] ** 2 + wx[None, :] ** 2).flatten()  # in units of pi
         ring = (radius * self.bins).floor().clamp(max=self.bins).long()  # bins = beyond pi
         index = ring[None, :].expand(grey.shape[0], -1)
@@ -281,9 +336,9 @@ class DefocusWiener(nn.Module):
         return psf / psf.sum(dim=(1, 2), keepdim=True)
 
     def response(self, psf: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-        """Cosine response ``[N, 1, rows, cols]`` of symmetric PSFs at the DCT frequencies."""
-        wy = torch.pi * torch.arange(rows, device=psf.device).to(psf.dtype) / rows
-        wx = torch.pi * torch.arange(cols, device=psf.device).to(psf.dtype) / cols
+        """Cosine response ``[N, 1, rows, cols]`` of symmetric PSFs, ordered as transforms are."""
+        wy = torch.pi * frequency_order(rows, psf) / rows
+        wx = torch.pi * frequency_order(cols, psf) / cols
         cos_y = torch.cos(wy[:, None] * self.offsets[None, :])  # [rows, S]
         cos_x = torch.cos(self.offsets[:, None] * wx[None, :])  # [S, cols]
         return (cos_y @ psf @ cos_x)[:, None]
@@ -291,9 +346,7 @@ class DefocusWiener(nn.Module):
     @staticmethod
     def inverse(coefficients: torch.Tensor) -> torch.Tensor:
         """The image whose DCT-II coefficients these are (undoes :meth:`transform`)."""
-        d_rows = dct_matrix(coefficients.shape[2], coefficients)
-        d_cols = dct_matrix(coefficients.shape[3], coefficients)
-        return d_rows.transpose(0, 1) @ coefficients @ d_cols
+        return folded_idct(folded_idct(coefficients, -1), -2)
 
     @staticmethod
     def gain(response: torch.Tensor, balance: float) -> torch.Tensor:

@@ -11,6 +11,9 @@ from models.training.deconvolution import (  # noqa: E402
     DefocusWiener,
     binned_log_power,
     dct_matrix,
+    folded_dct,
+    folded_idct,
+    frequency_order,
 )
 from tests.models.conftest import synthetic_tissue  # noqa: E402
 
@@ -26,6 +29,21 @@ def _hwc(tensor: torch.Tensor) -> np.ndarray:
 def test_dct_matrix_is_orthonormal() -> None:
     d = dct_matrix(37, torch.zeros(1))
     torch.testing.assert_close(d @ d.T, torch.eye(37), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("size", [40, 37])  # folded (even) and dense (odd)
+@pytest.mark.parametrize("dim", [-1, -2])
+def test_folded_dct_is_the_dct_in_frequency_order_and_inverts(size: int, dim: int) -> None:
+    from scipy.fft import dct
+
+    shape = (2, 3, size, size - 4) if dim == -2 else (2, 3, size + 6, size)
+    x = torch.rand(*shape, dtype=torch.float64)
+    order = frequency_order(size, x).long().numpy()
+    assert sorted(order) == list(range(size))
+    expected = np.take(dct(x.numpy(), norm="ortho", axis=dim), order, axis=dim)
+    coefficients = folded_dct(x, dim)
+    np.testing.assert_allclose(coefficients.numpy(), expected, atol=1e-12)
+    torch.testing.assert_close(folded_idct(coefficients, dim), x, atol=1e-12, rtol=0)
 
 
 def test_binned_log_power_averages_the_dct_log_power_into_bands() -> None:
