@@ -357,8 +357,8 @@ def train(config: TaskConfig, options: TrainOptions) -> Path:
 def _moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
     """An exponential moving average of ``model``'s weights and buffers (``decay`` 0: none).
 
-    Fine-tuning's last iterates scatter around a minimum; their average usually scores
-    better than any one of them, so the average is what gets saved and exported.
+    Fine-tuning's last iterates scatter around a minimum, and their average can score better
+    than the last one; with a decay, the average is what gets saved and exported.
     """
     if decay == 0:
         return None
