@@ -1,10 +1,11 @@
 """CPU throughput of every shipped ONNX model, measured interleaved in one run.
 
-Each round runs every model once on its manifest tile (``tile_px + 2 * halo_px`` per side;
-16 tiles of 128 px for the classifier) with 2 ONNX Runtime threads; the figures are the
-median over rounds, in megapixels per second (output pixels, halo included), with the
-ratio to ``deblur-defocus`` measured in the same rounds. This machine's CPU is shared and
-noisy, so compare the ratios rather than absolute figures across runs.
+Each round runs every model once (``--block N``: N times) on its manifest tile
+(``tile_px + 2 * halo_px`` per side; 16 tiles of 128 px for the classifier) with 2 ONNX
+Runtime threads; the figures are the median over rounds, in megapixels per second (output
+pixels, halo included), with the ratio to ``deblur-defocus`` measured in the same rounds.
+This machine's CPU is shared and noisy, so compare the ratios rather than absolute figures
+across runs.
 
     .venv/bin/python benchmarks/model_throughput.py [--rounds 15] [--block 1] [--compare MODEL FILE]
 
