@@ -32,7 +32,14 @@ class JobCreate(BaseModel):
     """What to restore and how."""
 
     slide_id: str
-    model: str
+    model: str | list[str] = Field(
+        default="auto",
+        description="'auto' (classify each tile's blur and run the matching model), a model "
+        "name, or a chain of names run one after the other",
+    )
+    min_confidence: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="auto: blur below this confidence is left alone"
+    )
     region: list[int] | None = Field(
         default=None,
         min_length=4,
@@ -51,6 +58,8 @@ class Progress(BaseModel):
     tiles_total: int
     regions_done: int
     regions_total: int
+    blocks_done: int = Field(description="blur-classification blocks done")
+    blocks_total: int
     fraction: float
 
 
@@ -59,7 +68,7 @@ class JobPublic(BaseModel):
 
     id: str
     slide_id: str
-    model: str
+    model: str | list[str]
     state: str
     progress: Progress
     eta_s: float | None
@@ -71,8 +80,10 @@ class JobPublic(BaseModel):
     created_at: float
     started_at: float | None
     finished_at: float | None
+    metrics: dict[str, Any] | None = Field(description="what the job found and did, once done")
     output_url: str | None
     dzi_url: str | None
+    tiles_url: str | None = Field(description="per-tile table (CSV), once done")
     viewer_url: str
 
 

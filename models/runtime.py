@@ -37,6 +37,8 @@ class OnnxModel:
         model.verify()
         self.manifest = model.manifest
         self.scale = model.manifest.scale
+        self.halo_px = model.manifest.halo_px
+        self.tile_px = model.manifest.tile_px
         self.session = open_session(model.onnx_path, providers, threads)
         self.provider = self.session.get_providers()[0]
         self.sha256 = model.manifest.sha256
@@ -66,6 +68,22 @@ class OnnxModel:
         outputs = self.session.run(None, {self.manifest.input_name: batch.astype(np.float32)})
         names = [o.name for o in self.session.get_outputs()]
         return dict(zip(names, (np.asarray(o) for o in outputs), strict=True))
+
+
+class OnnxClassifier:
+    """The blur classifier as class probabilities and extent per tile."""
+
+    def __init__(self, model: OnnxModel) -> None:
+        self.model = model
+        self.tile_px = model.manifest.tile_px
+        self.provider = model.provider
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Softmax of ``logits`` [N, 4] and ``extent`` [N] (px) of a batch of tiles."""
+        outputs = self.model.run_all(batch)
+        logits = outputs["logits"].astype(np.float64)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True), outputs["extent"].reshape(-1)
 
 
 def _padded_side(side: int, least: int, multiple: int) -> int:

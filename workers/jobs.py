@@ -4,18 +4,36 @@ from __future__ import annotations
 
 import shutil
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
 
 from models.registry import get_model
+from workers import metrics, tile_table
 from workers.engine import omezarr, pipeline
+from workers.engine.blurmap import CLASS_COLOURS, CLASS_NAMES, BlurMap
+from workers.engine.classification import BlockFeatures, assemble_features, classify_block
+from workers.engine.labels import write_label
 from workers.engine.readers import ReaderLimits, SlideReader, open_slide_cached
+from workers.engine.routing import RoutedPlan, RoutingRules, TileDecision, decide_cells, decide_tile
+from workers.engine.tiling import TileGrid
 from workers.engine.tissue import TissueMap
-from workers.layout import job_paths
-from workers.planning import grid_from_params
+from workers.layout import JobPaths, job_paths
+from workers.planning import CLASSIFIER, cells_from_params, grid_from_params
 from workers.settings import Settings
 from workers.store import ACTIVE_STATES, Store
+from workers.tile_table import tile_rows
 
 SOFTWARE = "slide-restore 0.1.0"
+ROUTE_COLOURS = [
+    (31, 119, 220, 160),
+    (230, 120, 20, 160),
+    (200, 40, 160, 160),
+    (120, 120, 120, 160),
+    (20, 180, 180, 160),
+    (180, 180, 20, 160),
+]
 
 
 def reader_for(settings: Settings, slide: dict[str, Any]) -> SlideReader:
@@ -32,18 +50,32 @@ def _model(settings: Settings, name: str) -> Any:
     )
 
 
-def start(store: Store, settings: Settings, job_id: str) -> list[int]:
-    """Claim a queued job, prepare its output and tissue map; return regions still to do."""
+def _classifier(settings: Settings) -> Any:
+    from models.runtime import OnnxClassifier
+
+    return OnnxClassifier(_model(settings, CLASSIFIER))
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """What a job does next: classify blocks of cells, or restore regions."""
+
+    phase: Literal["classify", "restore"]
+    todo: list[int]
+
+
+def start(store: Store, settings: Settings, job_id: str) -> NextStep:
+    """Claim a queued job, prepare its output and tissue map; say what is still to do."""
     claimed = store.transition(job_id, ("queued",), "running", started_at=time.time())
     job = store.get_job(job_id)
     if not claimed and job["state"] != "running":
-        return []
+        return NextStep("restore", [])
     started = time.perf_counter()
-    slide = store.get_slide(job["slide_id"])
-    model = get_model(settings.models_dirs, job["model"])
-    model.verify()
-    reader = reader_for(settings, slide)
     params = job["params"]
+    models = [get_model(settings.models_dirs, name) for name in params["models"]]
+    for model in models:
+        model.verify()
+    reader = reader_for(settings, store.get_slide(job["slide_id"]))
     grid = grid_from_params(params)
     paths = job_paths(settings, job_id)
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -51,15 +83,70 @@ def start(store: Store, settings: Settings, job_id: str) -> list[int]:
         pipeline.make_tissue_map(reader).save(paths.tissue)
     out = grid.output_box(grid.area)
     omezarr.create_store(paths.partial, out.width, out.height, params["chunk_px"])
+    blocks = len(cells_from_params(params).blocks) if params["classify"] else 0
     store.update_job(
         job_id,
         regions_total=len(grid.regions),
         tiles_total=len(grid.tiles),
-        model_sha256=model.manifest.sha256,
+        blocks_total=blocks,
+        model_sha256=models[0].manifest.sha256 if len(models) == 1 else None,
     )
     store.merge_timings(job_id, plan_s=time.perf_counter() - started)
+    if params["classify"] and not paths.blur_map.exists():
+        done = store.done_blocks(job_id)
+        todo = [i for i in range(blocks) if i not in done]
+        return (
+            NextStep("classify", todo)
+            if todo
+            else NextStep("restore", route(store, settings, job_id))
+        )
+    return NextStep("restore", _regions_todo(store, job_id, len(grid.regions)))
+
+
+def _regions_todo(store: Store, job_id: str, total: int) -> list[int]:
     done = store.done_regions(job_id)
-    return [i for i in range(len(grid.regions)) if i not in done]
+    return [i for i in range(total) if i not in done]
+
+
+def run_block(store: Store, settings: Settings, job_id: str, block_index: int) -> bool:
+    """Classify one block of cells unless done; True when every block is classified."""
+    job = store.get_job(job_id)
+    if job["state"] != "running":
+        return False
+    params = job["params"]
+    cells = cells_from_params(params)
+    if block_index not in store.done_blocks(job_id):
+        started = time.perf_counter()
+        paths = job_paths(settings, job_id)
+        tissue = TissueMap.load(paths.tissue) if paths.tissue.exists() else None
+        features = classify_block(
+            reader_for(settings, store.get_slide(job["slide_id"])),
+            _classifier(settings),
+            cells,
+            block_index,
+            tissue,
+        )
+        paths.blur_features.mkdir(parents=True, exist_ok=True)
+        features.save(paths.block_features(block_index))
+        store.mark_block_done(job_id, block_index, time.perf_counter() - started)
+    return len(store.done_blocks(job_id)) == len(cells.blocks)
+
+
+def route(store: Store, settings: Settings, job_id: str) -> list[int]:
+    """Decide every cell's blur class from all blocks; return the regions still to do."""
+    job = store.get_job(job_id)
+    params = job["params"]
+    paths = job_paths(settings, job_id)
+    if not paths.blur_map.exists():
+        cells = cells_from_params(params)
+        features = assemble_features(
+            cells, [BlockFeatures.load(paths.block_features(i)) for i in range(len(cells.blocks))]
+        )
+        partial = paths.features.with_suffix(".partial.npy")
+        np.save(partial, features)
+        partial.replace(paths.features)
+        decide_cells(features, RoutingRules()).save(paths.blur_map)
+    return _regions_todo(store, job_id, len(grid_from_params(params).regions))
 
 
 def run_region(store: Store, settings: Settings, job_id: str, region_index: int) -> bool:
@@ -69,27 +156,29 @@ def run_region(store: Store, settings: Settings, job_id: str, region_index: int)
         if job["state"] == "cancelled":
             discard_partial(settings, job_id)
         return False
-    grid = grid_from_params(job["params"])
+    params = job["params"]
+    grid = grid_from_params(params)
     if region_index not in store.done_regions(job_id):
         paths = job_paths(settings, job_id)
-        tissue = TissueMap.load(paths.tissue) if paths.tissue.exists() else None
-        model = _model(settings, job["model"])
+        decisions = _decisions(paths, params, grid, region_index)
+        plan = _plan(settings, paths, params, decisions)
         if job["provider"] is None:
-            store.update_job(job_id, provider=model.provider)
+            store.update_job(job_id, provider=_model(settings, params["models"][0]).provider)
         try:
             result = pipeline.restore_region(
                 reader_for(settings, store.get_slide(job["slide_id"])),
-                model,
+                plan,
                 grid,
                 region_index,
                 paths.partial,
-                tissue,
                 settings.tile_batch,
                 should_stop=lambda: store.job_state(job_id) != "running",
             )
         except pipeline.JobCancelled:
             discard_partial(settings, job_id)
             return False
+        rows = tile_rows(grid, params, decisions, result.tiles, _features(paths))
+        tile_table.write_region(paths.tile_rows, region_index, result.stages, rows)
         store.mark_region_done(
             job_id,
             region_index,
@@ -98,6 +187,42 @@ def run_region(store: Store, settings: Settings, job_id: str, region_index: int)
             result.seconds,
         )
     return len(store.done_regions(job_id)) == len(grid.regions)
+
+
+def _decisions(
+    paths: JobPaths, params: dict[str, Any], grid: TileGrid, region_index: int
+) -> dict[int, TileDecision] | None:
+    """Routing's decision for each tile of the region, when the job has a blur map."""
+    if not params["classify"]:
+        return None
+    blur_map = BlurMap.load(paths.blur_map)
+    cells = cells_from_params(params)
+    rules = RoutingRules(min_confidence=params["min_confidence"])
+    tiles = grid.tiles_touching(grid.regions[region_index])
+    return {t.index: decide_tile(blur_map, cells, t.core, rules) for t in tiles}
+
+
+def _plan(
+    settings: Settings,
+    paths: JobPaths,
+    params: dict[str, Any],
+    decisions: dict[int, TileDecision] | None,
+) -> pipeline.TilePlan:
+    """Routed restorers for ``auto``, else the job's chain on every tissue tile."""
+    if params["auto"] and decisions is not None:
+        routes = {d.route for d in decisions.values() if d.route}
+        return RoutedPlan(decisions, {r: _chain(settings, list(r)) for r in routes})
+    tissue = TissueMap.load(paths.tissue) if paths.tissue.exists() else None
+    return pipeline.UniformPlan(_chain(settings, params["models"]), tissue)
+
+
+def _chain(settings: Settings, names: list[str]) -> pipeline.Restorer:
+    models = [_model(settings, name) for name in names]
+    return models[0] if len(models) == 1 else pipeline.Chain(models)
+
+
+def _features(paths: JobPaths) -> np.ndarray | None:
+    return np.load(paths.features) if paths.features.exists() else None
 
 
 def ready_to_finish(store: Store, job_id: str) -> bool:
@@ -127,21 +252,88 @@ def finish(
     job = store.get_job(job_id)
     slide = store.get_slide(job["slide_id"])
     paths = job_paths(settings, job_id)
+    mpp = _output_mpp(slide["info"], job["params"]["scale"])
     if paths.partial.exists():
+        _write_blur_labels(paths, job["params"], slide["info"])
         pipeline.finish_output(
             paths.partial,
             paths.output,
-            f"{slide['filename']} ({job['model']})",
-            _output_mpp(slide["info"], job["params"]["scale"]),
+            f"{slide['filename']} ({_model_label(job)})",
+            mpp,
             _provenance(job, slide),
             job["params"]["chunk_px"],
         )
     elif not paths.output.exists():
         raise RuntimeError(f"job {job_id}: neither a partial nor a finished output exists")
+    finalize_s = time.perf_counter() - started
     region_seconds = sum(store.region_seconds(job_id))
-    store.merge_timings(job_id, finalize_s=time.perf_counter() - started, regions_s=region_seconds)
+    classify_seconds = sum(store.block_seconds(job_id))
+    store.merge_timings(
+        job_id, finalize_s=finalize_s, regions_s=region_seconds, classify_s=classify_seconds
+    )
+    tile_table.write_csv(paths.tile_rows, paths.tile_table)
+    store.update_job(job_id, metrics=_metrics(store, settings, job_id, paths, finalize_s))
     store.transition(job_id, ("finalizing",), "completed", finished_at=time.time())
     return True
+
+
+def _model_label(job: dict[str, Any]) -> str:
+    return " + ".join(job["params"]["models"]) if not job["params"]["auto"] else "auto"
+
+
+def _write_blur_labels(paths: JobPaths, params: dict[str, Any], info: dict[str, Any]) -> None:
+    """``labels/blur`` and ``labels/restored`` on the blur map's cells, when classified."""
+    if not paths.blur_map.exists():
+        return
+    cells = cells_from_params(params)
+    mpp_x, mpp_y = info["mpp_x"], info["mpp_y"]
+    unit = "micrometer" if mpp_x and mpp_y else None
+    cell_scale = (cells.cell_px * (mpp_y or 1.0), cells.cell_px * (mpp_x or 1.0))
+    if not (mpp_x and mpp_y):
+        cell_scale = (float(cells.cell_px * params["scale"]),) * 2
+    blur_map = BlurMap.load(paths.blur_map)
+    write_label(
+        paths.partial,
+        "blur",
+        blur_map.classes,
+        cell_scale,
+        unit,
+        list(CLASS_NAMES),
+        list(CLASS_COLOURS),
+    )
+    codes, names = metrics.restored_cells(list(tile_table.read_rows(paths.tile_rows)), cells)
+    colours = [(0, 0, 0, 0), *ROUTE_COLOURS[: len(names) - 1]]
+    write_label(paths.partial, "restored", codes, cell_scale, unit, names, colours)
+
+
+def _metrics(
+    store: Store, settings: Settings, job_id: str, paths: JobPaths, finalize_s: float
+) -> dict[str, Any]:
+    """The job's metrics (see the README for the schema)."""
+    job = store.get_job(job_id)
+    params = job["params"]
+    rows = list(tile_table.read_rows(paths.tile_rows))
+    stages = tile_table.stage_seconds(paths.tile_rows)
+    area = params["area"][2] * params["area"][3]
+    wall = time.time() - (job["started_at"] or time.time())
+    timings = {
+        "plan": job["timings"].get("plan_s", 0.0),
+        "classify": job["timings"].get("classify_s", 0.0),
+        **stages,
+        "pyramid": finalize_s,
+        "wall": wall,
+        "mpx_per_s": area / 1e6 / wall if wall > 0 else None,
+    }
+    result: dict[str, Any] = {
+        "tiles": metrics.tile_counts(rows),
+        "sharpness": metrics.slide_sharpness(rows),
+        "timings": timings,
+    }
+    if paths.blur_map.exists():
+        result["qc"] = metrics.quality_control(
+            BlurMap.load(paths.blur_map), cells_from_params(params), settings.rescan_blurred_share
+        )
+    return result
 
 
 def _output_mpp(info: dict[str, Any], scale: int) -> tuple[float | None, float | None]:
@@ -157,7 +349,8 @@ def _provenance(job: dict[str, Any], slide: dict[str, Any]) -> dict[str, Any]:
     return {
         "job_id": job["id"],
         "software": SOFTWARE,
-        "model": job["model"],
+        "model": _model_label(job),
+        "models": job["params"]["models"],
         "model_sha256": job["model_sha256"],
         "provider": job["provider"],
         "source": {

@@ -56,6 +56,35 @@ class JobPaths:
         """The tissue mask used to skip background."""
         return self.root / "tissue.npz"
 
+    @property
+    def blur_features(self) -> Path:
+        """Classified features of each block of blur-map cells, one file per block."""
+        return self.root / "blur"
+
+    def block_features(self, block_index: int) -> Path:
+        """The features of one block of cells."""
+        return self.blur_features / f"{block_index:06d}.npy"
+
+    @property
+    def features(self) -> Path:
+        """The features of all cells, assembled when the last block is classified."""
+        return self.root / "features.npy"
+
+    @property
+    def blur_map(self) -> Path:
+        """Each cell's decided class, confidence and extent."""
+        return self.root / "blur_map.npz"
+
+    @property
+    def tile_rows(self) -> Path:
+        """The per-tile table, one JSON-lines file per region."""
+        return self.root / "tiles"
+
+    @property
+    def tile_table(self) -> Path:
+        """The per-tile table of a finished job, as CSV."""
+        return self.root / "tiles.csv"
+
 
 def job_paths(settings: Settings, job_id: str) -> JobPaths:
     """The folder of one job."""

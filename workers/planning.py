@@ -5,25 +5,54 @@ from __future__ import annotations
 from typing import Any
 
 from models.manifest import ModelManifest
+from workers.engine.blurmap import CellGrid
 from workers.engine.geometry import Box
+from workers.engine.routing import AUTO_ROUTES
 from workers.engine.tiling import TileGrid
 from workers.errors import InvalidInput
 from workers.settings import Settings
 
 MIN_TILE_PX, MAX_TILE_PX = 32, 4096
 DEFAULT_OVERLAP_PX = 32
+AUTO = "auto"
+CLASSIFIER = "blur-classifier"
+
+
+def requested_models(model: str | list[str]) -> list[str]:
+    """The models a request may run: a chain as given, or every model ``auto`` routes to."""
+    if model == AUTO:
+        return sorted({name for route in AUTO_ROUTES.values() for name in route})
+    chain = [model] if isinstance(model, str) else list(model)
+    if not chain:
+        raise InvalidInput("model must name a model, a non-empty list of models, or 'auto'")
+    if AUTO in chain and len(chain) > 1:
+        raise InvalidInput("'auto' cannot be part of a chain")
+    return chain
+
+
+def _scale(chain: list[ModelManifest]) -> int:
+    if any(m.scale != 1 for m in chain[:-1]):
+        raise InvalidInput("only the last model of a chain may change the image size")
+    return chain[-1].scale
 
 
 def plan_params(
     slide_size: tuple[int, int],
-    manifest: ModelManifest,
+    manifests: list[ModelManifest],
     settings: Settings,
     region: tuple[int, int, int, int] | None = None,
     tile_px: int | None = None,
     overlap_px: int | None = None,
     skip_background: bool = True,
+    auto: bool = False,
+    classify: bool = False,
+    min_confidence: float = 0.5,
 ) -> dict[str, Any]:
-    """Validate a request against the slide and model; return the job's stored parameters."""
+    """Validate a request against the slide and models; return the job's stored parameters.
+
+    ``manifests`` is the chain a job runs on every tissue tile, or with ``auto`` every
+    model routing may pick; ``classify`` adds the blur map (needed by ``auto``).
+    """
     width, height = slide_size
     area = Box(*region) if region else Box(0, 0, width, height)
     if area.width <= 0 or area.height <= 0:
@@ -32,23 +61,32 @@ def plan_params(
         raise InvalidInput(
             f"region {list(region or ())} lies outside the slide ({width} x {height})"
         )
-    tile = tile_px or manifest.tile_px
+    tile = tile_px or min(m.tile_px for m in manifests)
     if not MIN_TILE_PX <= tile <= MAX_TILE_PX:
         raise InvalidInput(f"tile_px must be between {MIN_TILE_PX} and {MAX_TILE_PX}")
     overlap = DEFAULT_OVERLAP_PX if overlap_px is None else overlap_px
     if not 0 <= overlap <= tile // 2:
         raise InvalidInput("overlap_px must be between 0 and half of tile_px")
+    if not 0.0 <= min_confidence <= 1.0:
+        raise InvalidInput("min_confidence must be between 0 and 1")
     chunk = settings.chunk_px
     region_px = max(settings.region_px, -(-tile // chunk) * chunk)
+    cell_px = 1 << (min(settings.blur_cell_px, tile).bit_length() - 1)
     return {
         "area": [area.x, area.y, area.width, area.height],
         "tile_px": tile,
         "overlap_px": overlap,
-        "halo_px": manifest.halo_px,
+        "halo_px": max(m.halo_px for m in manifests),
         "region_px": region_px,
-        "scale": manifest.scale,
+        "scale": 1 if auto else _scale(manifests),
         "skip_background": skip_background,
         "chunk_px": chunk,
+        "auto": auto,
+        "models": [m.name for m in manifests],
+        "classify": classify or auto,
+        "min_confidence": min_confidence,
+        "cell_px": cell_px,
+        "block_cells": max(region_px // cell_px, 1),
     }
 
 
@@ -62,3 +100,8 @@ def grid_from_params(params: dict[str, Any]) -> TileGrid:
         region_px=params["region_px"],
         scale=params["scale"],
     )
+
+
+def cells_from_params(params: dict[str, Any]) -> CellGrid:
+    """The job's blur-map cells, identical in every task."""
+    return CellGrid(Box(*params["area"]), params["cell_px"], params["block_cells"])

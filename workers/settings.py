@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     region_px: int = Field(default=2048, description="input pixels per side of one region task")
     chunk_px: int = Field(default=512, description="OME-Zarr chunk size per side")
     tile_batch: int = Field(default=4, ge=1, description="tiles per ONNX Runtime call")
+    blur_cell_px: int = Field(
+        default=256, ge=16, description="blur-map cell side (level-0 px; a power of two)"
+    )
+    rescan_blurred_share: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="share of tissue blurred above which a job recommends a rescan",
+    )
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
     broker_visibility_timeout_s: int = Field(default=3600)
     task_time_limit_s: int = Field(default=3600)

@@ -46,6 +46,8 @@ jobs = sa.Table(
     sa.Column("finalizer", sa.String(64), doc="id of the task that claimed the finish"),
     sa.Column("finalizer_at", sa.Float, doc="when it claimed it"),
     sa.Column("timings", sa.JSON, nullable=False, default=dict),
+    sa.Column("blocks_total", sa.Integer, doc="blur classification blocks (0: none)"),
+    sa.Column("metrics", sa.JSON, doc="what the job found and did, once finished"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
@@ -58,6 +60,15 @@ job_regions = sa.Table(
     sa.Column("region_index", sa.Integer, primary_key=True),
     sa.Column("tiles", sa.Integer, nullable=False),
     sa.Column("tiles_restored", sa.Integer, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("done_at", sa.Float, nullable=False),
+)
+
+job_blocks = sa.Table(
+    "job_blocks",
+    metadata,
+    sa.Column("job_id", sa.String(36), primary_key=True),
+    sa.Column("block_index", sa.Integer, primary_key=True),
     sa.Column("seconds", sa.Float, nullable=False),
     sa.Column("done_at", sa.Float, nullable=False),
 )
@@ -94,12 +105,27 @@ def _make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """Add columns that a newer release defines to tables an older release created."""
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.execute(
+                        sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
+                    )
+
+
 class Store:
     """Slides, jobs, regions and workers in one database."""
 
     def __init__(self, url: str) -> None:
         self.engine = _make_engine(url)
         metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
 
     def dispose(self) -> None:
         """Close pooled connections (after a fork, or at shutdown)."""
@@ -151,7 +177,15 @@ class Store:
                     sa.func.count(), sa.func.coalesce(sa.func.sum(job_regions.c.tiles), 0)
                 ).where(job_regions.c.job_id == job_id)
             ).one()
-        return {**dict(row), "regions_done": int(done[0]), "tiles_done": int(done[1])}
+            blocks = conn.execute(
+                sa.select(sa.func.count()).where(job_blocks.c.job_id == job_id)
+            ).scalar()
+        return {
+            **dict(row),
+            "regions_done": int(done[0]),
+            "tiles_done": int(done[1]),
+            "blocks_done": int(blocks or 0),
+        }
 
     def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
         """Newest jobs first."""
@@ -214,6 +248,33 @@ class Store:
         except IntegrityError:
             return False
         return True
+
+    def mark_block_done(self, job_id: str, block_index: int, seconds: float) -> bool:
+        """Record a classified block once; False if it was already recorded."""
+        values = {
+            "job_id": job_id,
+            "block_index": block_index,
+            "seconds": seconds,
+            "done_at": time.time(),
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(job_blocks.insert().values(**values))
+        except IntegrityError:
+            return False
+        return True
+
+    def done_blocks(self, job_id: str) -> set[int]:
+        """Indexes of the blocks already classified."""
+        query = sa.select(job_blocks.c.block_index).where(job_blocks.c.job_id == job_id)
+        with self.engine.connect() as conn:
+            return {int(r[0]) for r in conn.execute(query)}
+
+    def block_seconds(self, job_id: str) -> list[float]:
+        """Seconds each classified block took."""
+        query = sa.select(job_blocks.c.seconds).where(job_blocks.c.job_id == job_id)
+        with self.engine.connect() as conn:
+            return [float(r[0]) for r in conn.execute(query)]
 
     def done_regions(self, job_id: str) -> set[int]:
         """Indexes of the regions already written."""

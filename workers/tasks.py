@@ -80,12 +80,27 @@ class JobTask(Task):  # type: ignore[misc]
 
 @app.task(name="restore.start_job", base=JobTask, bind=True)
 def start_job(self: Task, job_id: str) -> None:
-    """Plan the job and queue one task per region still to do."""
-    todo = jobs.start(store(), get_settings(), job_id)
+    """Plan the job and queue its classification blocks, or the regions still to do."""
+    step = jobs.start(store(), get_settings(), job_id)
+    if step.phase == "classify":
+        for block_index in step.todo:
+            classify_block.delay(job_id, block_index)
+    else:
+        _queue_regions(job_id, step.todo)
+
+
+def _queue_regions(job_id: str, todo: list[int]) -> None:
     for region_index in todo:
         restore_region.delay(job_id, region_index)
     if not todo and jobs.ready_to_finish(store(), job_id):
         finish_job.delay(job_id)
+
+
+@app.task(name="restore.classify", base=JobTask, bind=True)
+def classify_block(self: Task, job_id: str, block_index: int) -> None:
+    """Classify one block of blur-map cells; the last block routes and queues the regions."""
+    if jobs.run_block(store(), get_settings(), job_id, block_index):
+        _queue_regions(job_id, jobs.route(store(), get_settings(), job_id))
 
 
 @app.task(name="restore.region", base=JobTask, bind=True)

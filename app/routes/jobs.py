@@ -12,12 +12,13 @@ from fastapi.responses import FileResponse, Response
 
 from app.deps import Services, services
 from app.schemas import JobCreate, JobPublic, Progress
+from models.manifest import ModelManifest
 from models.registry import get_model
 from workers.engine import dzi
 from workers.engine.omezarr import OmeZarrReader
-from workers.errors import Conflict, InvalidInput, NotFound
+from workers.errors import Conflict, InvalidInput, ModelUnavailable, NotFound
 from workers.layout import job_paths
-from workers.planning import plan_params
+from workers.planning import AUTO, CLASSIFIER, plan_params, requested_models
 from workers.store import ACTIVE_STATES, new_id
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -27,25 +28,29 @@ Svc = Annotated[Services, Depends(services)]
 def job_public(job: dict[str, Any]) -> JobPublic:
     """The API view of a job record."""
     done, total = job["tiles_done"], job["tiles_total"]
+    blocks_done, blocks_total = job["blocks_done"], job["blocks_total"] or 0
     eta = None
     if job["state"] == "running" and job["started_at"] and 0 < done < total:
         eta = (time.time() - job["started_at"]) * (total - done) / done
     completed = job["state"] == "completed"
     base = f"/v1/jobs/{job['id']}"
+    params = job["params"]
     return JobPublic(
         id=job["id"],
         slide_id=job["slide_id"],
-        model=job["model"],
+        model="auto" if params.get("auto") else _chain_or_name(params["models"]),
         state=job["state"],
         progress=Progress(
             tiles_done=done,
             tiles_total=total,
             regions_done=job["regions_done"],
             regions_total=job["regions_total"],
-            fraction=1.0 if completed else (done / total if total else 0.0),
+            blocks_done=blocks_done,
+            blocks_total=blocks_total,
+            fraction=1.0 if completed else _fraction(done, total, blocks_done, blocks_total),
         ),
         eta_s=eta,
-        params=job["params"],
+        params=params,
         timings=job["timings"] or {},
         error=job["error"],
         provider=job["provider"],
@@ -53,35 +58,82 @@ def job_public(job: dict[str, Any]) -> JobPublic:
         created_at=job["created_at"],
         started_at=job["started_at"],
         finished_at=job["finished_at"],
+        metrics=job["metrics"],
         output_url=f"{base}/output.zarr" if completed else None,
         dzi_url=f"{base}/output.dzi" if completed else None,
+        tiles_url=f"{base}/tiles.csv" if completed else None,
         viewer_url=f"/?job={job['id']}",
     )
 
 
+def _chain_or_name(models: list[str]) -> str | list[str]:
+    return models[0] if len(models) == 1 else models
+
+
+def _fraction(tiles_done: int, tiles_total: int, blocks_done: int, blocks_total: int) -> float:
+    """Classification counts for a tenth of a job that classifies, restoration for the rest."""
+    restored = tiles_done / tiles_total if tiles_total else 0.0
+    if not blocks_total:
+        return restored
+    return 0.1 * blocks_done / blocks_total + 0.9 * restored
+
+
 @router.post("", status_code=202, response_model=JobPublic)
 def create_job(body: JobCreate, svc: Svc) -> JobPublic:
-    """Queue a restoration of a slide (or a region of it) with an installed model."""
+    """Queue a restoration of a slide (or a region of it): ``auto``, one model or a chain."""
     slide = svc.store.get_slide(body.slide_id)
-    model = get_model(svc.settings.models_dirs, body.model)
-    model.verify()
-    if model.manifest.kind != "generator":
-        raise InvalidInput(f"model {body.model} is a {model.manifest.kind}, not a generator")
+    auto = body.model == AUTO
+    names = requested_models(body.model)
+    manifests = [_generator(svc, name, auto) for name in names]
+    classify = _has_classifier(svc, required=auto)
     info = slide["info"]
     params = plan_params(
         (info["width"], info["height"]),
-        model.manifest,
+        manifests,
         svc.settings,
         tuple(body.region) if body.region else None,  # type: ignore[arg-type]
         body.tile_px,
         body.overlap_px,
         body.skip_background,
+        auto=auto,
+        classify=classify,
+        min_confidence=body.min_confidence,
     )
     job = svc.store.add_job(
-        {"id": new_id(), "slide_id": slide["id"], "model": body.model, "params": params}
+        {
+            "id": new_id(),
+            "slide_id": slide["id"],
+            "model": AUTO if auto else "+".join(names),
+            "params": params,
+        }
     )
     svc.celery.send_task("restore.start_job", args=[job["id"]])
     return job_public(job)
+
+
+def _generator(svc: Services, name: str, auto: bool) -> ModelManifest:
+    """The manifest of an installed generator (for ``auto``: one routing needs)."""
+    try:
+        model = get_model(svc.settings.models_dirs, name)
+        model.verify()
+    except ModelUnavailable as error:
+        if auto:
+            raise ModelUnavailable(f"model auto needs {error.message}") from None
+        raise
+    if model.manifest.kind != "generator":
+        raise InvalidInput(f"model {name} is a {model.manifest.kind}, not a generator")
+    return model.manifest
+
+
+def _has_classifier(svc: Services, required: bool) -> bool:
+    """Whether the blur classifier is installed (``auto`` cannot run without it)."""
+    try:
+        get_model(svc.settings.models_dirs, CLASSIFIER).verify()
+    except ModelUnavailable as error:
+        if required:
+            raise ModelUnavailable(f"model auto needs {error.message}") from None
+        return False
+    return True
 
 
 @router.get("", response_model=list[JobPublic])
@@ -121,6 +173,16 @@ def output_file(job_id: str, file_path: str, svc: Svc) -> FileResponse:
         raise NotFound(f"{file_path} is not in the output of job {job_id}")
     media = "application/json" if target.name.startswith(".z") else "application/octet-stream"
     return FileResponse(target, media_type=media)
+
+
+@router.get("/{job_id}/tiles.csv")
+def tile_table(job_id: str, svc: Svc) -> FileResponse:
+    """The per-tile table: where, blur class, confidence, extent, model, sharpness."""
+    _completed_output(svc, job_id)
+    path = job_paths(svc.settings, job_id).tile_table
+    if not path.is_file():
+        raise NotFound(f"job {job_id} has no tile table")
+    return FileResponse(path, media_type="text/csv", filename=f"{job_id}-tiles.csv")
 
 
 @lru_cache(maxsize=16)

@@ -122,8 +122,10 @@ def sample_defocus(rng: np.random.Generator) -> BlurParams:
 def sample_blur_class(rng: np.random.Generator) -> tuple[BlurParams, int]:
     """A blur of a random class (in-focus, defocus, motion, mixed) with its label.
 
-    In-focus tiles get at most a 0.5 px Gaussian; defocus radius 2-7 px; motion length
+    In-focus tiles get at most a 0.5 px Gaussian; defocus radius 2-16 px (log-uniform: real
+    widefield defocus far from focus is a Gaussian of sigma up to 8 px); motion length
     6-30 px at any angle; mixed: defocus radius 2-5 px and motion >= max(8, 2.5 r) px.
+    Noise up to 6/255 for every class, so that noise on a blurred tile is not read as detail.
     """
     label = int(rng.integers(4))
     kind = "disk" if rng.random() < 0.5 else "gaussian"
@@ -131,14 +133,16 @@ def sample_blur_class(rng: np.random.Generator) -> tuple[BlurParams, int]:
     if label == 0:
         params = BlurParams(defocus_radius_px=float(rng.uniform(0.0, 1.0)), defocus_kind="gaussian")
     elif label == 1:
-        params = BlurParams(defocus_radius_px=float(rng.uniform(2.0, 7.0)), defocus_kind=kind)
+        radius = float(np.exp(rng.uniform(np.log(2.0), np.log(16.0))))
+        params = BlurParams(defocus_radius_px=radius, defocus_kind=kind)
     elif label == 2:
         params = BlurParams(motion_length_px=float(rng.uniform(6.0, 30.0)), motion_angle_deg=angle)
     else:
         radius = float(rng.uniform(2.0, 5.0))
         length = float(rng.uniform(max(8.0, 2.5 * radius), 30.0))
         params = BlurParams(length, angle, radius, kind)
-    noisy = BlurParams(**{**asdict(params), "noise_std": _noise(rng), "jpeg_quality": _jpeg(rng)})
+    noise = _noise(rng, 6 / 255)
+    noisy = BlurParams(**{**asdict(params), "noise_std": noise, "jpeg_quality": _jpeg(rng)})
     return noisy, label
 
 
@@ -345,7 +349,7 @@ TASKS: dict[str, TaskConfig] = {
         channels=3,
         scale=1,
         crop_px=128,
-        margin_px=32,
+        margin_px=40,
         batch=32,
         lr=2e-3,
         tile_px=128,

@@ -14,7 +14,7 @@ def run_all_regions(reader, restorer, grid: TileGrid, out: Path, tissue=None) ->
     full = grid.output_box(grid.area)
     omezarr.create_store(out, full.width, full.height, chunk_px=128)
     for index in range(len(grid.regions)):
-        pipeline.restore_region(reader, restorer, grid, index, out, tissue)
+        pipeline.restore_region(reader, pipeline.UniformPlan(restorer, tissue), grid, index, out)
     return omezarr.read_box(out, full)
 
 
@@ -83,7 +83,7 @@ def test_cancellation_stops_between_batches(tmp_path: Path, noise_image) -> None
     with pytest.raises(pipeline.JobCancelled):
         pipeline.restore_region(
             ArrayReader(noise_image),
-            Identity(),
+            pipeline.UniformPlan(Identity()),
             grid,
             0,
             tmp_path / "o.zarr",

@@ -35,7 +35,7 @@ def setup(tmp_path: Path, test_models: Path, pyramid_tiff: Path):
         }
     )
     manifest = get_model([test_models], "identity").manifest
-    params = plan_params((1500, 1200), manifest, settings, skip_background=False)
+    params = plan_params((1500, 1200), [manifest], settings, skip_background=False)
     store.add_job({"id": "j1", "slide_id": "s1", "model": "identity", "params": params})
     yield settings, store
     store.dispose()
@@ -43,8 +43,9 @@ def setup(tmp_path: Path, test_models: Path, pyramid_tiff: Path):
 
 def test_regions_run_once_and_a_redelivered_finish_carries_on(setup, pyramid_tiff) -> None:
     settings, store = setup
-    todo = jobs.start(store, settings, "j1")
-    assert todo == list(range(9))
+    step = jobs.start(store, settings, "j1")
+    assert step == jobs.NextStep("restore", list(range(9)))
+    todo = step.todo
     last = [jobs.run_region(store, settings, "j1", i) for i in todo]
     assert last[-1] and not any(last[:-1])
     assert jobs.run_region(store, settings, "j1", 0)  # redelivered: counted once, still done
@@ -72,7 +73,7 @@ def test_cancelled_job_stops_and_drops_its_partial_output(setup) -> None:
 
 def test_finish_claims_the_job_once(setup) -> None:
     settings, store = setup
-    for index in jobs.start(store, settings, "j1"):
+    for index in jobs.start(store, settings, "j1").todo:
         jobs.run_region(store, settings, "j1", index)
     assert jobs.ready_to_finish(store, "j1")
     assert jobs.finish(store, settings, "j1", "task-a")

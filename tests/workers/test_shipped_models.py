@@ -39,7 +39,9 @@ def test_shipped_generator_restores_a_slide_smaller_than_one_tile(
     )
     out_box = grid.output_box(grid.area)
     omezarr.create_store(tmp_path / "o.zarr", out_box.width, out_box.height, chunk_px=512)
-    pipeline.restore_region(ArrayReader(image), model, grid, 0, tmp_path / "o.zarr")
+    pipeline.restore_region(
+        ArrayReader(image), pipeline.UniformPlan(model), grid, 0, tmp_path / "o.zarr"
+    )
     out = omezarr.read_box(tmp_path / "o.zarr", out_box)
     assert out.shape == (150 * manifest.scale, 203 * manifest.scale, 3)
     reference = image.repeat(manifest.scale, 0).repeat(manifest.scale, 1).astype(float)

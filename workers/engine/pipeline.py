@@ -8,13 +8,14 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from workers.engine import omezarr
+from workers.engine import omezarr, sharpness
 from workers.engine.blending import Accumulator, tile_window
 from workers.engine.geometry import Box
 from workers.engine.readers import SlideReader
@@ -36,8 +37,55 @@ class Restorer(Protocol):
         ...
 
 
+class TilePlan(Protocol):
+    """Which restorer runs on each tile; None copies the tile through untouched."""
+
+    def restorer_for(self, tile: Tile) -> Restorer | None:
+        """The restorer of one tile, or None."""
+        ...
+
+
+@dataclass(frozen=True)
+class UniformPlan:
+    """One restorer on every tissue tile (every tile without a tissue map)."""
+
+    restorer: Restorer
+    tissue: TissueMap | None = None
+
+    def restorer_for(self, tile: Tile) -> Restorer | None:
+        """The restorer, or None for background."""
+        if self.tissue is None or self.tissue.fraction(tile.core) >= MIN_TISSUE_FRACTION:
+            return self.restorer
+        return None
+
+
+class Chain:
+    """Restorers applied one after the other (e.g. motion, then defocus)."""
+
+    def __init__(self, restorers: list[Restorer]) -> None:
+        self.restorers = restorers
+        self.scale = int(np.prod([r.scale for r in restorers]))
+        self.halo_px = max(getattr(r, "halo_px", 0) for r in restorers)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Run every restorer in turn, clipping to [0, 1] in between."""
+        for restorer in self.restorers:
+            batch = np.clip(restorer(batch), 0.0, 1.0)
+        return batch
+
+
 class JobCancelled(Exception):
     """Raised inside a region when the job was cancelled meanwhile."""
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    """What happened to one tile owned by a region (sharpness measured where restored)."""
+
+    index: int
+    restored: bool
+    sharpness_before: dict[str, float] | None = None
+    sharpness_after: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +95,8 @@ class RegionResult:
     tiles_restored: int
     tiles_skipped: int
     seconds: float
+    tiles: list[TileRecord] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 def slide_box(reader: SlideReader) -> Box:
@@ -83,46 +133,86 @@ def _batches(items: list[Tile], size: int) -> Iterator[list[Tile]]:
 
 def restore_region(
     reader: SlideReader,
-    restorer: Restorer,
+    plan: TilePlan,
     grid: TileGrid,
     region_index: int,
     output: Path,
-    tissue: TissueMap | None = None,
     batch_size: int = 4,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> RegionResult:
     """Restore one region of the grid and write it to the level 0 of ``output``.
 
-    Every tile whose core touches the region is run (or copied through when it is
-    background), blended with normalised weights and cropped to the region, so the
-    result equals a single pass over the whole area.
+    Every tile whose core touches the region is run through its planned restorer (or
+    copied through), blended with normalised weights and cropped to the region, so the
+    result equals a single pass over the whole area. Tiles that are copied everywhere
+    they overlap come out bit-identical to the input.
     """
-    started = time.perf_counter()
+    clock = StageClock()
     region = grid.regions[region_index]
     tiles = grid.tiles_touching(region)
     out_box = grid.output_box(region)
-    restored = [
-        t for t in tiles if tissue is None or tissue.fraction(t.core) >= MIN_TISSUE_FRACTION
-    ]
-    restored_ids = {t.index for t in restored}
-    copied = [t for t in tiles if t.index not in restored_ids]
-    if not restored:
-        pixels = read_padded(reader, region)
-        omezarr.write_box(output, out_box, resize(pixels, (out_box.width, out_box.height)))
-        return RegionResult(0, len(tiles), time.perf_counter() - started)
+    planned = [(t, plan.restorer_for(t)) for t in tiles]
+    groups: dict[int, tuple[Restorer, list[Tile]]] = {}
+    for tile, restorer in planned:
+        if restorer is not None:
+            groups.setdefault(id(restorer), (restorer, []))[1].append(tile)
+    copied = [t for t, r in planned if r is None]
+    owned = {t.index for t in tiles if grid.owns(region, t)}
+    records = {i: TileRecord(i, False) for i in owned}
+    if not groups:
+        with clock("read"):
+            pixels = resize(read_padded(reader, region), (out_box.width, out_box.height))
+        with clock("write"):
+            omezarr.write_box(output, out_box, pixels)
+        return clock.result(0, len(tiles), [records[i] for i in sorted(records)])
     union = _bounding_box([t.read for t in tiles])
-    source = TileSource(grid, union, read_padded(reader, union))
+    with clock("read"):
+        source = TileSource(grid, union, read_padded(reader, union))
     accumulator = Accumulator(out_box, channels=3)
-    for batch in _batches(restored, batch_size):
-        if should_stop():
-            raise JobCancelled
-        predictions = restorer(source.model_input(batch))
-        for tile, prediction in zip(batch, predictions, strict=True):
-            accumulator.add(grid.output_box(tile.core), source.crop_halo(prediction), source.window)
-    for tile in copied:
-        accumulator.add(grid.output_box(tile.core), source.copy_through(tile), source.window)
-    omezarr.write_box(output, out_box, accumulator.result())
-    return RegionResult(len(restored), len(copied), time.perf_counter() - started)
+    for restorer, group in groups.values():
+        halo = min(getattr(restorer, "halo_px", grid.halo_px), grid.halo_px)
+        for batch in _batches(group, batch_size):
+            if should_stop():
+                raise JobCancelled
+            with clock("restore"):
+                predictions = restorer(source.model_input(batch, halo))
+            for tile, prediction in zip(batch, predictions, strict=True):
+                restored = source.crop_halo(prediction, halo)
+                with clock("blend"):
+                    accumulator.add(grid.output_box(tile.core), restored, source.window)
+                if tile.index in owned:
+                    with clock("measure"):
+                        records[tile.index] = source.record(tile, restored)
+    with clock("blend"):
+        for tile in copied:
+            accumulator.add(grid.output_box(tile.core), source.copy_through(tile), source.window)
+        pixels = accumulator.result()
+    with clock("write"):
+        omezarr.write_box(output, out_box, pixels)
+    ordered = [records[i] for i in sorted(records)]
+    return clock.result(len(tiles) - len(copied), len(copied), ordered)
+
+
+class StageClock:
+    """Seconds spent per named stage of a region, and the region's total."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.stages: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        """Time the block as ``stage``."""
+        begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[stage] = self.stages.get(stage, 0.0) + time.perf_counter() - begin
+
+    def result(self, restored: int, skipped: int, records: list[TileRecord]) -> RegionResult:
+        """The region's result with its timings."""
+        seconds = time.perf_counter() - self.started
+        return RegionResult(restored, skipped, seconds, records, dict(self.stages))
 
 
 class TileSource:
@@ -134,19 +224,30 @@ class TileSource:
         scale = grid.scale
         self.window = tile_window(core.height * scale, core.width * scale, grid.overlap_px * scale)
 
-    def model_input(self, tiles: list[Tile]) -> np.ndarray:
-        """Float32 NCHW batch in [0, 1] of the tiles' read boxes (core + halo)."""
+    def model_input(self, tiles: list[Tile], halo_px: int) -> np.ndarray:
+        """Float32 NCHW batch in [0, 1] of the tiles' cores plus ``halo_px`` of context."""
         crops = [
-            np.moveaxis(self.pixels[t.read.relative_to(self.union).slices()], 2, 0) for t in tiles
+            np.moveaxis(self.pixels[t.core.expand(halo_px).relative_to(self.union).slices()], 2, 0)
+            for t in tiles
         ]
         return np.stack(crops).astype(np.float32) / 255.0
 
-    def crop_halo(self, prediction: np.ndarray) -> np.ndarray:
+    def crop_halo(self, prediction: np.ndarray, halo_px: int) -> np.ndarray:
         """A (channels, rows, cols) prediction as (rows, cols, channels) without its halo."""
-        halo = self.grid.halo_px * self.grid.scale
+        halo = halo_px * self.grid.scale
         if halo:
             prediction = prediction[:, halo:-halo, halo:-halo]
         return np.moveaxis(prediction, 0, 2)
+
+    def record(self, tile: Tile, restored: np.ndarray) -> TileRecord:
+        """A restored tile's record, with the sharpness of its core before and after."""
+        before = self.pixels[tile.core.relative_to(self.union).slices()]
+        return TileRecord(
+            tile.index,
+            True,
+            sharpness.measure(before).as_dict(),
+            sharpness.measure(np.clip(restored, 0.0, 1.0)).as_dict(),
+        )
 
     def copy_through(self, tile: Tile) -> np.ndarray:
         """A background tile's core as it is (resized by the scale), in [0, 1]."""

@@ -88,10 +88,14 @@ class TileGrid:
         """Tiles whose core overlaps ``region``: all a region needs for an exact blend."""
         return [tile for tile in self.tiles if tile.core.intersect(region) is not None]
 
+    @staticmethod
+    def owns(region: Box, tile: Tile) -> bool:
+        """Whether a tile's core centre lies in the region: each tile has one owner."""
+        return region.contains_point(
+            tile.core.x + tile.core.width / 2, tile.core.y + tile.core.height / 2
+        )
+
     def owned_tile_count(self, region_index: int) -> int:
         """Tiles whose core centre lies in the region: counts each tile exactly once."""
         region = self.regions[region_index]
-        return sum(
-            region.contains_point(t.core.x + t.core.width / 2, t.core.y + t.core.height / 2)
-            for t in self.tiles
-        )
+        return sum(self.owns(region, t) for t in self.tiles)

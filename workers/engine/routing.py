@@ -1,0 +1,137 @@
+"""Decide each cell's blur class and each tile's restoration from the classified cells.
+
+A cell's class comes from the blur classifier, checked against the cell's sharpness
+relative to the sharp tissue of the same slide (stain, section thickness and
+magnification vary between slides, so an absolute threshold would not hold):
+
+- the reference is the median Tenengrad of the cells the classifier calls in focus;
+- a cell called blurred but as sharp as the reference (ratio >= ``veto_ratio``) is in focus;
+- a cell called in focus but far softer than the reference (ratio < ``rescue_ratio``) is
+  blurred, of the blur class the classifier ranks highest;
+- without enough in-focus cells for a reference (a slide blurred all over), the
+  classifier alone decides.
+
+A tile is restored when the confident blurred cells under its core cover at least
+``min_blurred_share`` of it; its route is the class with the most weight (area times
+confidence) among them, or mixed when defocus and motion both weigh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from workers.engine.blurmap import (
+    BACKGROUND,
+    DEFOCUS,
+    IN_FOCUS,
+    MIXED,
+    MOTION,
+    BlurMap,
+    CellGrid,
+)
+from workers.engine.classification import FEATURES
+from workers.engine.geometry import Box
+from workers.engine.pipeline import Restorer
+from workers.engine.tiling import Tile
+
+AUTO_ROUTES: dict[int, tuple[str, ...]] = {
+    DEFOCUS: ("deblur-defocus",),
+    MOTION: ("deblur-motion",),
+    MIXED: ("deblur-motion", "deblur-defocus"),
+}
+_P = slice(FEATURES.index("p_in_focus"), FEATURES.index("p_mixed") + 1)
+_EXTENT = FEATURES.index("extent")
+_TENENGRAD = FEATURES.index("tenengrad")
+
+
+@dataclass(frozen=True)
+class RoutingRules:
+    """Thresholds of the decision (defaults measured on real and synthesised blur)."""
+
+    veto_ratio: float = 0.8
+    rescue_ratio: float = 0.35
+    min_reference_cells: int = 8
+    min_confidence: float = 0.5
+    min_blurred_share: float = 0.125
+    mixed_share: float = 0.3
+
+
+@dataclass(frozen=True)
+class TileDecision:
+    """What routing found under a tile's core and which models run on it (none: copied)."""
+
+    blur_class: int
+    confidence: float
+    extent_px: float
+    route: tuple[str, ...]
+
+
+def sharp_reference(features: np.ndarray, rules: RoutingRules) -> float | None:
+    """Median Tenengrad of the cells the classifier calls in focus, if there are enough."""
+    probabilities = features[..., _P]
+    tissue = ~np.isnan(probabilities[..., 0])
+    sharp = tissue & (probabilities[..., 0] >= 0.5)
+    if sharp.sum() < rules.min_reference_cells:
+        return None
+    return float(np.median(features[..., _TENENGRAD][sharp]))
+
+
+def decide_cells(features: np.ndarray, rules: RoutingRules) -> BlurMap:
+    """Each cell's class, confidence and extent from the features of the whole area."""
+    probabilities = np.nan_to_num(features[..., _P], nan=0.0)
+    tissue = ~np.isnan(features[..., 0])
+    p_focus = probabilities[..., 0]
+    blur_kind = 1 + np.argmax(probabilities[..., 1:], axis=-1)  # 1 defocus, 2 motion, 3 mixed
+    blurred = p_focus < 0.5
+    confidence = np.where(blurred, 1.0 - p_focus, p_focus)
+    reference = sharp_reference(features, rules)
+    if reference is not None and reference > 0:
+        ratio = np.nan_to_num(features[..., _TENENGRAD], nan=1.0) / reference
+        vetoed = blurred & (ratio >= rules.veto_ratio)
+        rescued = ~blurred & (ratio < rules.rescue_ratio)
+        blurred = (blurred & ~vetoed) | rescued
+        confidence = np.where(vetoed, np.minimum(ratio, 1.0), confidence)
+        confidence = np.where(rescued, 1.0 - ratio / rules.rescue_ratio / 2, confidence)
+    classes = np.where(blurred, IN_FOCUS + blur_kind, IN_FOCUS)
+    classes = np.where(tissue, classes, BACKGROUND).astype(np.uint8)
+    extent = np.where(tissue & blurred, np.nan_to_num(features[..., _EXTENT]), 0.0)
+    return BlurMap(classes, np.where(tissue, confidence, 0.0).astype(np.float32), extent)
+
+
+def decide_tile(blur_map: BlurMap, cells: CellGrid, core: Box, rules: RoutingRules) -> TileDecision:
+    """The blur found under a tile core and the auto route for it."""
+    rows, cols = cells.cells_under(core)
+    areas = cells.overlap_areas(core)
+    classes = blur_map.classes[rows, cols]
+    confidence = blur_map.confidence[rows, cols]
+    blurred = (classes > IN_FOCUS) & (confidence >= rules.min_confidence)
+    weights = {c: float((areas * confidence)[blurred & (classes == c)].sum()) for c in AUTO_ROUTES}
+    blurred_area = float(areas[blurred].sum())
+    tissue_area = float(areas[classes != BACKGROUND].sum())
+    if blurred_area < rules.min_blurred_share * core.area:
+        conf = float((areas * confidence)[classes == IN_FOCUS].sum() / max(tissue_area, 1.0))
+        return TileDecision(IN_FOCUS if tissue_area else BACKGROUND, conf, 0.0, ())
+    total = sum(weights.values())
+    blur_class = max(weights, key=lambda c: weights[c])
+    if min(weights[DEFOCUS], weights[MOTION]) >= rules.mixed_share * total:
+        blur_class = MIXED
+    extent = float(np.average(blur_map.extent[rows, cols][blurred], weights=areas[blurred]))
+    conf = float((areas * confidence)[blurred].sum() / blurred_area)
+    return TileDecision(blur_class, conf, extent, AUTO_ROUTES[blur_class])
+
+
+class RoutedPlan:
+    """The restorer of each tile from its decision; tiles without a route are copied."""
+
+    def __init__(
+        self, decisions: dict[int, TileDecision], restorers: dict[tuple[str, ...], Restorer]
+    ) -> None:
+        self.decisions = decisions
+        self.restorers = restorers
+
+    def restorer_for(self, tile: Tile) -> Restorer | None:
+        """The chain routing chose for the tile, or None."""
+        route = self.decisions[tile.index].route
+        return self.restorers[route] if route else None
