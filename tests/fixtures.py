@@ -6,6 +6,7 @@ never shipped as product models.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,48 @@ def write_pyramid_tiff(path: Path, image: np.ndarray, mpp: float = 0.5, levels: 
                 subfiletype=1 if level else 0,
             )
     return path
+
+
+@dataclass(frozen=True)
+class PatchedSlide:
+    """Real tissue (scikit-image's IHC image, mirrored) with blurred patches of known class."""
+
+    sharp: np.ndarray
+    pixels: np.ndarray
+    truth: np.ndarray  # per pixel: 0 sharp, 2 defocus, 3 motion, 4 mixed (blur-map values)
+    patches: list[tuple[tuple[int, int, int, int], int]]
+
+
+BLUR_PATCHES = (
+    ((300, 260, 800, 640), 2),
+    ((1700, 1150, 700, 600), 3),
+    ((2200, 220, 560, 560), 4),
+)
+
+
+def patched_slide(height: int = 2048, width: int = 3072) -> PatchedSlide:
+    """About 80 % sharp tissue with a defocus (4 px disk), a motion (15 px) and a mixed patch."""
+    from skimage import data
+
+    from models.training import degradations as deg
+
+    ihc = data.immunohistochemistry()
+    sharp = np.pad(
+        ihc, ((0, height - ihc.shape[0]), (0, width - ihc.shape[1]), (0, 0)), "symmetric"
+    )
+    psfs = {
+        2: deg.defocus_psf(4.0, "disk"),
+        3: deg.motion_psf(15.0, 0.0),
+        4: deg.combine_psfs(deg.motion_psf(12.0, 0.0), deg.defocus_psf(3.0, "disk")),
+    }
+    unit = sharp.astype(np.float32) / 255.0
+    pixels = sharp.copy()
+    truth = np.zeros((height, width), dtype=np.uint8)
+    for (x, y, w, h), value in BLUR_PATCHES:
+        box = (slice(y, y + h), slice(x, x + w))
+        margin = 64
+        window = (slice(y - margin, y + h + margin), slice(x - margin, x + w + margin))
+        blurred = deg.convolve(unit[window], psfs[value])[margin:-margin, margin:-margin]
+        pixels[box] = np.clip(np.rint(blurred * 255.0), 0, 255).astype(np.uint8)
+        truth[box] = value
+    return PatchedSlide(sharp, pixels, truth, list(BLUR_PATCHES))

@@ -211,7 +211,10 @@ def _plan(
     """Routed restorers for ``auto``, else the job's chain on every tissue tile."""
     if params["auto"] and decisions is not None:
         routes = {d.route for d in decisions.values() if d.route}
-        return RoutedPlan(decisions, {r: _chain(settings, list(r)) for r in routes})
+        restorers = {r: _chain(settings, list(r)) for r in routes}
+        rules = RoutingRules(min_confidence=params["min_confidence"])
+        blur_map = BlurMap.load(paths.blur_map)
+        return RoutedPlan(decisions, restorers, blur_map, cells_from_params(params), rules)
     tissue = TissueMap.load(paths.tissue) if paths.tissue.exists() else None
     return pipeline.UniformPlan(_chain(settings, params["models"]), tissue)
 

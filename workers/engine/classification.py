@@ -68,6 +68,11 @@ def probe_boxes(cell: Box, probe_px: int) -> list[Box]:
     return [Box(x, y, probe_px, probe_px) for y in ys for x in xs]
 
 
+def _contrast(crop: np.ndarray) -> float:
+    """Grey-level spread of a crop, estimated cheaply on every fourth pixel of one channel."""
+    return float(crop[::4, ::4, 1 % crop.shape[2]].std())
+
+
 def classify_block(
     reader: SlideReader,
     classifier: BlurClassifier,
@@ -91,7 +96,7 @@ def classify_block(
             if fraction < MIN_CELL_TISSUE:
                 continue
             crops = [pixels[b.relative_to(union).slices()] for b in probe_boxes(cell, probe_px)]
-            probe = max(crops, key=lambda crop: float(sharpness.grey(crop).std()))
+            probe = max(crops, key=_contrast)
             values[i, j, 0] = fraction
             values[i, j, 6:] = list(sharpness.measure(probe).as_dict().values())
             probes.append(probe)

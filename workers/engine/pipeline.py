@@ -38,10 +38,18 @@ class Restorer(Protocol):
 
 
 class TilePlan(Protocol):
-    """Which restorer runs on each tile; None copies the tile through untouched."""
+    """Which restorer runs on each tile, on which pixels, and where its output is used."""
 
     def restorer_for(self, tile: Tile) -> Restorer | None:
-        """The restorer of one tile, or None."""
+        """The restorer of one tile, or None to copy the tile through untouched."""
+        ...
+
+    def source_box(self, tile: Tile, read: Box) -> Box | None:
+        """The part of the read box the model should see (the rest is mirrored from it)."""
+        ...
+
+    def blend_mask(self, tile: Tile) -> np.ndarray | None:
+        """Per core pixel, the weight of the restored output against the input (None: 1)."""
         ...
 
 
@@ -56,6 +64,14 @@ class UniformPlan:
         """The restorer, or None for background."""
         if self.tissue is None or self.tissue.fraction(tile.core) >= MIN_TISSUE_FRACTION:
             return self.restorer
+        return None
+
+    def source_box(self, tile: Tile, read: Box) -> Box | None:
+        """The model sees the whole read box."""
+        return None
+
+    def blend_mask(self, tile: Tile) -> np.ndarray | None:
+        """The output is used everywhere."""
         return None
 
 
@@ -175,10 +191,13 @@ def restore_region(
             if should_stop():
                 raise JobCancelled
             with clock("restore"):
-                predictions = restorer(source.model_input(batch, halo))
+                predictions = restorer(source.model_input(batch, halo, plan))
             for tile, prediction in zip(batch, predictions, strict=True):
                 restored = source.crop_halo(prediction, halo)
+                mask = plan.blend_mask(tile)
                 with clock("blend"):
+                    if mask is not None:
+                        restored = source.masked(tile, restored, mask)
                     accumulator.add(grid.output_box(tile.core), restored, source.window)
                 if tile.index in owned:
                     with clock("measure"):
@@ -224,13 +243,33 @@ class TileSource:
         scale = grid.scale
         self.window = tile_window(core.height * scale, core.width * scale, grid.overlap_px * scale)
 
-    def model_input(self, tiles: list[Tile], halo_px: int) -> np.ndarray:
-        """Float32 NCHW batch in [0, 1] of the tiles' cores plus ``halo_px`` of context."""
-        crops = [
-            np.moveaxis(self.pixels[t.core.expand(halo_px).relative_to(self.union).slices()], 2, 0)
-            for t in tiles
-        ]
+    def model_input(self, tiles: list[Tile], halo_px: int, plan: TilePlan) -> np.ndarray:
+        """Float32 NCHW batch in [0, 1] of the tiles' cores plus ``halo_px`` of context.
+
+        Where the plan names a source box, the rest of the read box is mirrored from it,
+        so a model that estimates its PSF from the whole input sees only the blurred part.
+        """
+        crops = []
+        for tile in tiles:
+            read = tile.core.expand(halo_px)
+            box = plan.source_box(tile, read)
+            if box is None or box == read:
+                crop = self.pixels[read.relative_to(self.union).slices()]
+            else:
+                pad = (
+                    (box.y - read.y, read.bottom - box.bottom),
+                    (box.x - read.x, read.right - box.right),
+                    (0, 0),
+                )
+                crop = np.pad(self.pixels[box.relative_to(self.union).slices()], pad, "symmetric")
+            crops.append(np.moveaxis(crop, 2, 0))
         return np.stack(crops).astype(np.float32) / 255.0
+
+    def masked(self, tile: Tile, restored: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The restored core where ``mask`` is 1, the input core where it is 0, mixed between."""
+        original = self.copy_through(tile)
+        weight = mask[..., None].astype(np.float32)
+        return np.where(weight > 0, weight * restored + (1.0 - weight) * original, original)
 
     def crop_halo(self, prediction: np.ndarray, halo_px: int) -> np.ndarray:
         """A (channels, rows, cols) prediction as (rows, cols, channels) without its halo."""

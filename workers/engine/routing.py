@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from workers.engine.blurmap import (
     BACKGROUND,
@@ -123,15 +124,89 @@ def decide_tile(blur_map: BlurMap, cells: CellGrid, core: Box, rules: RoutingRul
 
 
 class RoutedPlan:
-    """The restorer of each tile from its decision; tiles without a route are copied."""
+    """The restorer of each tile from its decision; only blurred cells take its output.
+
+    A restored tile's model sees the largest all-blurred rectangle of cells under its core
+    (the rest of its read box mirrored from it), because the deblurring models estimate
+    the PSF from their whole input and sharp tissue beside a blurred patch spoils that
+    estimate. The output replaces the input only over the cells of that rectangle, rising linearly over ``ramp_px`` from
+    their edge inwards; sharp cells keep their pixels exactly.
+    """
 
     def __init__(
-        self, decisions: dict[int, TileDecision], restorers: dict[tuple[str, ...], Restorer]
+        self,
+        decisions: dict[int, TileDecision],
+        restorers: dict[tuple[str, ...], Restorer],
+        blur_map: BlurMap,
+        cells: CellGrid,
+        rules: RoutingRules,
+        ramp_px: int = 64,
     ) -> None:
         self.decisions = decisions
         self.restorers = restorers
+        self.cells = cells
+        self.blurred = (blur_map.classes > IN_FOCUS) & (blur_map.confidence >= rules.min_confidence)
+        self.ramp_px = ramp_px
 
     def restorer_for(self, tile: Tile) -> Restorer | None:
         """The chain routing chose for the tile, or None."""
         route = self.decisions[tile.index].route
         return self.restorers[route] if route else None
+
+    def source_box(self, tile: Tile, read: Box) -> Box | None:
+        """The largest rectangle of blurred cells under the core, within the read box."""
+        rectangle = self._blurred_rectangle(tile.core)
+        return None if rectangle is None else rectangle.intersect(read)
+
+    def _blurred_rectangle(self, core: Box) -> Box | None:
+        """Level-0 box of the all-blurred rectangle of cells covering most of ``core``."""
+        rows, cols = self.cells.cells_under(core)
+        blurred = self.blurred[rows, cols]
+        if blurred.all() or not blurred.any():
+            return None
+        best, best_area = (0, 0, 0, 0), -1.0
+        n_rows, n_cols = blurred.shape
+        for r0 in range(n_rows):
+            for r1 in range(r0 + 1, n_rows + 1):
+                for c0 in range(n_cols):
+                    for c1 in range(c0 + 1, n_cols + 1):
+                        if blurred[r0:r1, c0:c1].all():
+                            first = self.cells.cell_box(rows.start + r0, cols.start + c0)
+                            last = self.cells.cell_box(rows.start + r1 - 1, cols.start + c1 - 1)
+                            box = Box(first.x, first.y, last.right - first.x, last.bottom - first.y)
+                            inside = box.intersect(core)
+                            area = inside.area if inside else 0
+                            if area > best_area:
+                                best, best_area = (box.x, box.y, box.width, box.height), area
+        return Box(*best)
+
+    def blend_mask(self, tile: Tile) -> np.ndarray | None:
+        """1 over blurred cells (ramping down to 0 at their edge), 0 elsewhere."""
+        context = tile.core.expand(self.ramp_px)
+        rows, cols = self.cells.cells_under(context)
+        cell = self.cells.cell_px
+        blurred = self.blurred[rows, cols].copy()
+        rectangle = self._blurred_rectangle(tile.core)
+        if rectangle is not None:  # blurred cells outside it were mirrored over: not used
+            inside = np.zeros_like(blurred)
+            r, c = self.cells.cells_under(rectangle)
+            inside[
+                r.start - rows.start : r.stop - rows.start,
+                c.start - cols.start : c.stop - cols.start,
+            ] = True
+            blurred &= inside
+        pixels = np.repeat(np.repeat(blurred, cell, 0), cell, 1).astype(np.float32)
+        origin = self.cells.cell_box(rows.start, cols.start)
+        offset = context.relative_to(origin)
+        pad_y0, pad_x0 = max(-offset.y, 0), max(-offset.x, 0)
+        pad_y1 = max(offset.bottom - pixels.shape[0], 0)
+        pad_x1 = max(offset.right - pixels.shape[1], 0)
+        pixels = np.pad(pixels, ((pad_y0, pad_y1), (pad_x0, pad_x1)), mode="edge")
+        pixels = pixels[
+            offset.y + pad_y0 : offset.bottom + pad_y0, offset.x + pad_x0 : offset.right + pad_x0
+        ]
+        if pixels.min() == 1.0:
+            return None
+        ramp = np.clip(ndimage.distance_transform_edt(pixels > 0.5) / self.ramp_px, 0.0, 1.0)
+        r = self.ramp_px
+        return ramp[r:-r, r:-r]

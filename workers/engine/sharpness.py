@@ -37,7 +37,7 @@ def grey(pixels: np.ndarray) -> np.ndarray:
     """Mean of the channels of (rows, cols[, channels]) pixels as float32 in [0, 1]."""
     values = pixels.astype(np.float32)
     if values.ndim == 3:
-        values = values.mean(axis=2)
+        values = values @ np.full(values.shape[2], 1.0 / values.shape[2], dtype=np.float32)
     return values / 255.0 if pixels.dtype == np.uint8 else values
 
 
