@@ -129,8 +129,8 @@ class RoutedPlan:
     A restored tile's model sees the largest all-blurred rectangle of cells under its core
     (the rest of its read box mirrored from it), because the deblurring models estimate
     the PSF from their whole input and sharp tissue beside a blurred patch spoils that
-    estimate. The output replaces the input only over the cells of that rectangle, rising linearly over ``ramp_px`` from
-    their edge inwards; sharp cells keep their pixels exactly.
+    estimate. The output replaces the input only over the cells of that rectangle, rising
+    linearly over ``ramp_px`` from their edge inwards; sharp cells keep their pixels exactly.
     """
 
     def __init__(
