@@ -12,7 +12,7 @@ import numpy as np
 from models.registry import get_model
 from workers import metrics, tile_table
 from workers.engine import omezarr, pipeline
-from workers.engine.blurmap import CLASS_COLOURS, CLASS_NAMES, BlurMap
+from workers.engine.blurmap import CLASS_COLOURS, CLASS_NAMES, IN_FOCUS, BlurMap
 from workers.engine.classification import BlockFeatures, assemble_features, classify_block
 from workers.engine.labels import write_label
 from workers.engine.readers import ReaderLimits, SlideReader, open_slide_cached
@@ -305,6 +305,8 @@ def _write_blur_labels(paths: JobPaths, params: dict[str, Any], info: dict[str, 
         list(CLASS_COLOURS),
     )
     codes, names = metrics.restored_cells(list(tile_table.read_rows(paths.tile_rows)), cells)
+    if params["auto"]:  # auto replaces pixels only over blurred cells
+        codes = np.where(blur_map.classes > IN_FOCUS, codes, 0).astype(np.uint8)
     colours = [(0, 0, 0, 0), *ROUTE_COLOURS[: len(names) - 1]]
     write_label(paths.partial, "restored", codes, cell_scale, unit, names, colours)
 

@@ -52,3 +52,15 @@ class Accumulator:
         image = self.total / self.weight[..., None]
         pixels: np.ndarray = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
         return pixels
+
+    def result_over(self, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``original`` (uint8) with the blend laid over it by ``mask`` (0 keeps it exactly).
+
+        Pixels no tile reached keep the original too.
+        """
+        weight = np.where(self.weight > 0, mask, 0.0).astype(np.float32)[..., None]
+        blend = self.total / np.maximum(self.weight, 1e-12)[..., None]
+        base = original.astype(np.float32) / 255.0
+        mixed = np.clip(np.rint((base + weight * (blend - base)) * 255.0), 0, 255)
+        result: np.ndarray = np.where(weight > 0, mixed, original).astype(np.uint8)
+        return result

@@ -48,8 +48,11 @@ class TilePlan(Protocol):
         """The part of the read box the model should see (the rest is mirrored from it)."""
         ...
 
-    def blend_mask(self, tile: Tile) -> np.ndarray | None:
-        """Per core pixel, the weight of the restored output against the input (None: 1)."""
+    def region_mask(self, region: Box) -> np.ndarray | None:
+        """Per pixel of a region, how much of the restored layer replaces the input.
+
+        None: restored and copied tiles blend together, as in a single pass.
+        """
         ...
 
 
@@ -70,8 +73,8 @@ class UniformPlan:
         """The model sees the whole read box."""
         return None
 
-    def blend_mask(self, tile: Tile) -> np.ndarray | None:
-        """The output is used everywhere."""
+    def region_mask(self, region: Box) -> np.ndarray | None:
+        """Restored and copied tiles blend together."""
         return None
 
 
@@ -184,28 +187,33 @@ def restore_region(
     union = _bounding_box([t.read for t in tiles])
     with clock("read"):
         source = TileSource(grid, union, read_padded(reader, union))
+    mask = plan.region_mask(region) if grid.scale == 1 else None
     accumulator = Accumulator(out_box, channels=3)
     for restorer, group in groups.values():
         halo = min(getattr(restorer, "halo_px", grid.halo_px), grid.halo_px)
         for batch in _batches(group, batch_size):
             if should_stop():
                 raise JobCancelled
+            sources = [plan.source_box(t, t.core.expand(halo)) for t in batch]
             with clock("restore"):
-                predictions = restorer(source.model_input(batch, halo, plan))
-            for tile, prediction in zip(batch, predictions, strict=True):
+                predictions = restorer(source.model_input(batch, halo, sources))
+            for tile, box, prediction in zip(batch, sources, predictions, strict=True):
                 restored = source.crop_halo(prediction, halo)
-                mask = plan.blend_mask(tile)
+                weight = source.window if box is None else source.window * _inside(tile.core, box)
                 with clock("blend"):
-                    if mask is not None:
-                        restored = source.masked(tile, restored, mask)
-                    accumulator.add(grid.output_box(tile.core), restored, source.window)
+                    accumulator.add(grid.output_box(tile.core), restored, weight)
                 if tile.index in owned:
                     with clock("measure"):
                         records[tile.index] = source.record(tile, restored)
     with clock("blend"):
-        for tile in copied:
-            accumulator.add(grid.output_box(tile.core), source.copy_through(tile), source.window)
-        pixels = accumulator.result()
+        if mask is None:
+            for tile in copied:
+                accumulator.add(
+                    grid.output_box(tile.core), source.copy_through(tile), source.window
+                )
+            pixels = accumulator.result()
+        else:
+            pixels = accumulator.result_over(source.original(region), mask)
     with clock("write"):
         omezarr.write_box(output, out_box, pixels)
     ordered = [records[i] for i in sorted(records)]
@@ -243,16 +251,15 @@ class TileSource:
         scale = grid.scale
         self.window = tile_window(core.height * scale, core.width * scale, grid.overlap_px * scale)
 
-    def model_input(self, tiles: list[Tile], halo_px: int, plan: TilePlan) -> np.ndarray:
+    def model_input(self, tiles: list[Tile], halo_px: int, sources: list[Box | None]) -> np.ndarray:
         """Float32 NCHW batch in [0, 1] of the tiles' cores plus ``halo_px`` of context.
 
-        Where the plan names a source box, the rest of the read box is mirrored from it,
-        so a model that estimates its PSF from the whole input sees only the blurred part.
+        Where a tile has a source box, the rest of its read box is mirrored from it, so a
+        model that estimates its PSF from the whole input sees only that part.
         """
         crops = []
-        for tile in tiles:
+        for tile, box in zip(tiles, sources, strict=True):
             read = tile.core.expand(halo_px)
-            box = plan.source_box(tile, read)
             if box is None or box == read:
                 crop = self.pixels[read.relative_to(self.union).slices()]
             else:
@@ -265,11 +272,9 @@ class TileSource:
             crops.append(np.moveaxis(crop, 2, 0))
         return np.stack(crops).astype(np.float32) / 255.0
 
-    def masked(self, tile: Tile, restored: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The restored core where ``mask`` is 1, the input core where it is 0, mixed between."""
-        original = self.copy_through(tile)
-        weight = mask[..., None].astype(np.float32)
-        return np.where(weight > 0, weight * restored + (1.0 - weight) * original, original)
+    def original(self, box: Box) -> np.ndarray:
+        """The input pixels of a level-0 box inside the union."""
+        return self.pixels[box.relative_to(self.union).slices()]
 
     def crop_halo(self, prediction: np.ndarray, halo_px: int) -> np.ndarray:
         """A (channels, rows, cols) prediction as (rows, cols, channels) without its halo."""
@@ -293,6 +298,15 @@ class TileSource:
         core = self.grid.output_box(tile.core)
         pixels = self.pixels[tile.core.relative_to(self.union).slices()]
         return resize(pixels, (core.width, core.height)).astype(np.float32) / 255.0
+
+
+def _inside(core: Box, box: Box) -> np.ndarray:
+    """1 where a core's pixels lie in ``box``, else 0 (rows, cols)."""
+    weight = np.zeros((core.height, core.width), dtype=np.float32)
+    inside = box.intersect(core)
+    if inside is not None:
+        weight[inside.relative_to(core).slices()] = 1.0
+    return weight
 
 
 def _bounding_box(boxes: list[Box]) -> Box:

@@ -129,8 +129,9 @@ class RoutedPlan:
     A restored tile's model sees the largest all-blurred rectangle of cells under its core
     (the rest of its read box mirrored from it), because the deblurring models estimate
     the PSF from their whole input and sharp tissue beside a blurred patch spoils that
-    estimate. The output replaces the input only over the cells of that rectangle, rising
-    linearly over ``ramp_px`` from their edge inwards; sharp cells keep their pixels exactly.
+    estimate; its output counts only inside that rectangle. The restored tiles, blended
+    together, replace the input over the blurred cells, rising linearly over ``ramp_px``
+    from their edge inwards; sharp cells keep their pixels exactly.
     """
 
     def __init__(
@@ -180,33 +181,21 @@ class RoutedPlan:
                                 best, best_area = (box.x, box.y, box.width, box.height), area
         return Box(*best)
 
-    def blend_mask(self, tile: Tile) -> np.ndarray | None:
-        """1 over blurred cells (ramping down to 0 at their edge), 0 elsewhere."""
-        context = tile.core.expand(self.ramp_px)
+    def region_mask(self, region: Box) -> np.ndarray | None:
+        """1 over blurred cells (ramping up from 0 at their edge), 0 elsewhere."""
+        context = region.expand(self.ramp_px)
         rows, cols = self.cells.cells_under(context)
         cell = self.cells.cell_px
-        blurred = self.blurred[rows, cols].copy()
-        rectangle = self._blurred_rectangle(tile.core)
-        if rectangle is not None:  # blurred cells outside it were mirrored over: not used
-            inside = np.zeros_like(blurred)
-            r, c = self.cells.cells_under(rectangle)
-            inside[
-                r.start - rows.start : r.stop - rows.start,
-                c.start - cols.start : c.stop - cols.start,
-            ] = True
-            blurred &= inside
-        pixels = np.repeat(np.repeat(blurred, cell, 0), cell, 1).astype(np.float32)
+        pixels = np.repeat(np.repeat(self.blurred[rows, cols], cell, 0), cell, 1)
         origin = self.cells.cell_box(rows.start, cols.start)
         offset = context.relative_to(origin)
         pad_y0, pad_x0 = max(-offset.y, 0), max(-offset.x, 0)
         pad_y1 = max(offset.bottom - pixels.shape[0], 0)
         pad_x1 = max(offset.right - pixels.shape[1], 0)
         pixels = np.pad(pixels, ((pad_y0, pad_y1), (pad_x0, pad_x1)), mode="edge")
-        pixels = pixels[
-            offset.y + pad_y0 : offset.bottom + pad_y0, offset.x + pad_x0 : offset.right + pad_x0
-        ]
-        if pixels.min() == 1.0:
-            return None
-        ramp = np.clip(ndimage.distance_transform_edt(pixels > 0.5) / self.ramp_px, 0.0, 1.0)
+        y, x = offset.y + pad_y0, offset.x + pad_x0
+        pixels = pixels[y : y + context.height, x : x + context.width]
+        ramp = np.clip(ndimage.distance_transform_edt(pixels) / self.ramp_px, 0.0, 1.0)
         r = self.ramp_px
-        return ramp[r:-r, r:-r]
+        mask: np.ndarray = ramp[r:-r, r:-r].astype(np.float32)
+        return mask

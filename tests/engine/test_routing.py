@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+
+from workers.engine.blurmap import DEFOCUS, IN_FOCUS, MIXED, MOTION, BlurMap, CellGrid
+from workers.engine.classification import FEATURES, probe_boxes
+from workers.engine.geometry import Box
+from workers.engine.routing import RoutingRules, decide_cells, decide_tile
+
+RULES = RoutingRules()
+
+
+def features(probabilities: np.ndarray, tenengrad: np.ndarray) -> np.ndarray:
+    """A (rows, cols, FEATURES) array of tissue cells with given class probabilities."""
+    rows, cols = tenengrad.shape
+    values = np.zeros((rows, cols, len(FEATURES)))
+    values[..., 0] = 1.0
+    values[..., 1:5] = probabilities
+    values[..., 5] = 7.0
+    values[..., FEATURES.index("tenengrad")] = tenengrad
+    return values
+
+
+SHARP = [0.97, 0.01, 0.01, 0.01]
+DEFOCUSED = [0.1, 0.8, 0.05, 0.05]
+
+
+def test_cell_grid_blocks_cover_every_cell_once() -> None:
+    cells = CellGrid(Box(100, 50, 1000, 700), cell_px=128, block_cells=3)
+    assert cells.shape == (6, 8)
+    covered = np.zeros(cells.shape, dtype=int)
+    for rows, cols in cells.blocks:
+        covered[rows, cols] += 1
+    assert (covered == 1).all()
+    assert cells.cell_box(5, 7) == Box(100 + 896, 50 + 640, 104, 60)
+    assert cells.cells_under(Box(100 + 130, 50, 200, 10)) == (slice(0, 1), slice(1, 3))
+    assert cells.overlap_areas(Box(100 + 120, 50, 16, 10)).tolist() == [[80.0, 80.0]]
+    with pytest.raises(ValueError, match="power of two"):
+        CellGrid(Box(0, 0, 10, 10), cell_px=100, block_cells=1)
+
+
+def test_probe_boxes_tile_a_cell_with_classifier_squares() -> None:
+    assert probe_boxes(Box(0, 0, 256, 256), 128) == [
+        Box(0, 0, 128, 128),
+        Box(128, 0, 128, 128),
+        Box(0, 128, 128, 128),
+        Box(128, 128, 128, 128),
+    ]
+    assert probe_boxes(Box(0, 0, 60, 300), 128) == [Box(0, 0, 128, 128), Box(0, 128, 128, 128)]
+
+
+def test_classifier_decides_without_a_sharp_reference() -> None:
+    probabilities = np.array([[DEFOCUSED, DEFOCUSED], [DEFOCUSED, SHARP]])
+    decided = decide_cells(features(probabilities, np.ones((2, 2))), RULES)
+    assert decided.classes.tolist() == [[DEFOCUS, DEFOCUS], [DEFOCUS, IN_FOCUS]]
+    assert decided.confidence[0, 0] == pytest.approx(0.9)
+
+
+def test_sharp_looking_cell_called_blurred_is_vetoed_and_soft_cell_rescued() -> None:
+    probabilities = np.array([SHARP] * 20 + [DEFOCUSED] + [SHARP]).reshape(2, 11, 4)
+    tenengrad = np.array([5.0] * 20 + [4.9] + [1.0]).reshape(2, 11)
+    decided = decide_cells(features(probabilities, tenengrad), RULES)
+    assert decided.classes[1, 9] == IN_FOCUS  # as sharp as the slide: the classifier erred
+    assert decided.classes[1, 10] == DEFOCUS  # a fifth of the slide's sharpness: blurred
+    assert decided.extent[1, 9] == 0 and decided.extent[1, 10] == 7.0
+
+
+def test_background_cells_stay_background() -> None:
+    values = features(np.array([[SHARP, DEFOCUSED]]), np.ones((1, 2)))
+    values[0, 1] = np.nan
+    assert decide_cells(values, RULES).classes.tolist() == [[IN_FOCUS, 0]]
+
+
+def blur_map(classes: list[list[int]], confidence: float = 0.9) -> BlurMap:
+    array = np.array(classes, dtype=np.uint8)
+    return BlurMap(array, np.full(array.shape, confidence, np.float32), np.full(array.shape, 5.0))
+
+
+CELLS = CellGrid(Box(0, 0, 512, 512), cell_px=128, block_cells=4)
+
+
+def test_tile_routes_follow_the_blurred_cells_under_the_core() -> None:
+    sharp = blur_map([[IN_FOCUS] * 4] * 4)
+    assert decide_tile(sharp, CELLS, Box(0, 0, 512, 512), RULES).route == ()
+    one_defocus = blur_map([[DEFOCUS] + [IN_FOCUS] * 3] + [[IN_FOCUS] * 4] * 3)
+    assert decide_tile(one_defocus, CELLS, Box(0, 0, 512, 512), RULES).route == ()  # 1/16
+    corner = blur_map([[DEFOCUS, DEFOCUS] + [IN_FOCUS] * 2] * 2 + [[IN_FOCUS] * 4] * 2)
+    decision = decide_tile(corner, CELLS, Box(0, 0, 512, 512), RULES)
+    assert decision.route == ("deblur-defocus",) and decision.blur_class == DEFOCUS
+    both = blur_map([[DEFOCUS, DEFOCUS, MOTION, MOTION]] * 4)
+    assert decide_tile(both, CELLS, Box(0, 0, 512, 512), RULES).route == (
+        "deblur-motion",
+        "deblur-defocus",
+    )
+    mixed = blur_map([[MIXED] * 4] * 4)
+    assert decide_tile(mixed, CELLS, Box(0, 0, 512, 512), RULES).blur_class == MIXED
+
+
+def test_low_confidence_blur_is_left_alone() -> None:
+    unsure = blur_map([[DEFOCUS] * 4] * 4, confidence=0.55)
+    assert decide_tile(unsure, CELLS, Box(0, 0, 512, 512), RULES).route
+    strict = RoutingRules(min_confidence=0.6)
+    assert decide_tile(unsure, CELLS, Box(0, 0, 512, 512), strict).route == ()
+
+
+class Brighter:
+    """Adds 0.25 to every pixel and records what it was given."""
+
+    scale = 1
+    halo_px = 16
+
+    def __init__(self) -> None:
+        self.inputs: list[np.ndarray] = []
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.inputs.append(batch.copy())
+        return batch + 0.25
+
+
+def test_routed_output_replaces_only_blurred_cells_without_a_seam(tmp_path) -> None:
+    from tests.engine.fakes import ArrayReader
+    from workers.engine import omezarr, pipeline
+    from workers.engine.routing import RoutedPlan
+    from workers.engine.tiling import TileGrid
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(40, 130, (512, 768, 3), dtype=np.uint8)
+    image[128:384, 256:512] += 60  # the blurred square is brighter: tells what the model saw
+    cells = CellGrid(Box(0, 0, 768, 512), cell_px=128, block_cells=8)
+    classes = np.full(cells.shape, IN_FOCUS, dtype=np.uint8)
+    classes[1:3, 2:4] = DEFOCUS  # a 256 px blurred square at x 256-512, y 128-384
+    found = blur_map(classes.tolist())
+    grid = TileGrid(cells.area, tile_px=256, overlap_px=32, halo_px=16, region_px=1024)
+    decisions = {t.index: decide_tile(found, cells, t.core, RULES) for t in grid.tiles}
+    model = Brighter()
+    plan = RoutedPlan(decisions, {("deblur-defocus",): model}, found, cells, RULES, ramp_px=32)
+    omezarr.create_store(tmp_path / "o.zarr", 768, 512, 256)
+    pipeline.restore_region(ArrayReader(image), plan, grid, 0, tmp_path / "o.zarr")
+    out = omezarr.read_box(tmp_path / "o.zarr", Box(0, 0, 768, 512)).astype(int)
+    changed = np.any(out != image, axis=2)
+    assert changed[128:384, 256:512].mean() > 0.9
+    assert not changed[:128].any() and not changed[384:].any()
+    assert not changed[:, :256].any() and not changed[:, 512:].any()
+    assert (out - image.astype(int))[
+        200:300, 320:450
+    ].min() == 64  # fully restored inside (0.25 * 255)
+    steps = np.abs(np.diff(out - image.astype(int), axis=1))[140:370, 240:530]
+    assert steps.max() <= 4  # a 32 px ramp from the cells' edge: no seam
+    seen = np.concatenate([b[:, :, 16:-16, 16:-16].ravel() for b in model.inputs])
+    assert seen.min() >= 100 / 255  # only the blurred square (mirrored), never the sharp tissue
