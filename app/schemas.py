@@ -84,6 +84,7 @@ class JobPublic(BaseModel):
     output_url: str | None
     dzi_url: str | None
     tiles_url: str | None = Field(description="per-tile table (CSV), once done")
+    blur_map_url: str | None = Field(description="blur map as an RGBA PNG, one pixel per cell")
     viewer_url: str
 
 

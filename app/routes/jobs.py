@@ -15,6 +15,8 @@ from app.schemas import JobCreate, JobPublic, Progress
 from models.manifest import ModelManifest
 from models.registry import get_model
 from workers.engine import dzi
+from workers.engine.blurmap_image import blur_map_png
+from workers.engine.labels import read_label
 from workers.engine.omezarr import OmeZarrReader
 from workers.errors import Conflict, InvalidInput, ModelUnavailable, NotFound
 from workers.layout import job_paths
@@ -62,6 +64,7 @@ def job_public(job: dict[str, Any]) -> JobPublic:
         output_url=f"{base}/output.zarr" if completed else None,
         dzi_url=f"{base}/output.dzi" if completed else None,
         tiles_url=f"{base}/tiles.csv" if completed else None,
+        blur_map_url=f"{base}/blur-map.png" if completed and params.get("classify") else None,
         viewer_url=f"/?job={job['id']}",
     )
 
@@ -183,6 +186,16 @@ def tile_table(job_id: str, svc: Svc) -> FileResponse:
     if not path.is_file():
         raise NotFound(f"job {job_id} has no tile table")
     return FileResponse(path, media_type="text/csv", filename=f"{job_id}-tiles.csv")
+
+
+@router.get("/{job_id}/blur-map.png")
+def blur_map(job_id: str, svc: Svc) -> Response:
+    """The blur map, one RGBA pixel per cell (``metrics.qc.cell_px`` level-0 px), for overlays."""
+    output = _completed_output(svc, job_id)
+    if not (output / "labels" / "blur").is_dir():
+        raise NotFound(f"job {job_id} has no blur map")
+    png = blur_map_png(read_label(output, "blur"))
+    return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
 
 @lru_cache(maxsize=16)

@@ -34,7 +34,7 @@ function synchronise(a, b) {
 async function showJob(jobId) {
   const job = await getJson(`/v1/jobs/${jobId}`);
   const slide = await getJson(`/v1/slides/${job.slide_id}`);
-  statusLine.textContent = `${slide.filename} · ${job.model} · ${job.state}`;
+  statusLine.textContent = `${slide.filename} · ${[].concat(job.model).join(" + ")} · ${job.state}`;
   if (job.state !== "completed") {
     statusLine.textContent += ` (${Math.round(job.progress.fraction * 100)} %)`;
     setTimeout(() => showJob(jobId), 2000);
@@ -60,6 +60,7 @@ async function showJob(jobId) {
       output.viewport.goHome(true);
       input.viewport.fitBounds(output.viewport.getBounds(), true);
       synchronise(input, output);
+      if (job.blur_map_url) showBlurMap(output, job);
     }
   };
   input.world.addOnceHandler("add-item", ready);
@@ -67,10 +68,37 @@ async function showJob(jobId) {
   window.viewers = { input, output };
 }
 
+// The blur map over the output: one cell per PNG pixel, toggled, with a legend.
+const BLUR_CLASSES = [
+  ["in_focus", "in focus", "transparent"], ["defocus", "defocus", "rgb(31,119,220)"],
+  ["motion", "motion", "rgb(230,120,20)"], ["mixed", "mixed", "rgb(200,40,160)"],
+];
+
+function showBlurMap(viewer, job) {
+  const qc = job.metrics && job.metrics.qc;
+  if (!qc) return;
+  const [, , areaWidth] = job.params.area;
+  const columns = Math.ceil(areaWidth / qc.cell_px);
+  const toggle = document.getElementById("blur-toggle");
+  viewer.addSimpleImage({
+    url: job.blur_map_url, x: 0, y: 0, width: (columns * qc.cell_px) / areaWidth,
+    opacity: toggle.checked ? 0.6 : 0,
+    success: (event) => {
+      window.blurOverlay = event.item;
+      toggle.addEventListener("change", () => event.item.setOpacity(toggle.checked ? 0.6 : 0));
+    },
+  });
+  document.getElementById("legend").innerHTML = BLUR_CLASSES.map(([key, name, colour]) =>
+    `<span><i style="background:${colour}; outline:1px solid #888"></i>` +
+    `${name} ${Math.round(qc.share[key] * 100)} %</span>`,
+  ).join("") + (qc.rescan_recommended ? "<span>· rescan recommended</span>" : "");
+  document.getElementById("blur-controls").hidden = false;
+}
+
 async function listJobs() {
   const jobs = await getJson("/v1/jobs");
   const rows = jobs.map((j) => `<tr><td><a href="/?job=${j.id}">${j.id.slice(0, 8)}</a></td>` +
-    `<td>${j.model}</td><td>${j.state}</td><td>${Math.round(j.progress.fraction * 100)} %</td></tr>`);
+    `<td>${[].concat(j.model).join(" + ")}</td><td>${j.state}</td><td>${Math.round(j.progress.fraction * 100)} %</td></tr>`);
   document.getElementById("jobs").innerHTML =
     `<table><tr><th>job</th><th>model</th><th>state</th><th>progress</th></tr>${rows.join("")}</table>`;
   statusLine.textContent = `${jobs.length} job(s)`;

@@ -1,0 +1,140 @@
+"""``auto`` through HTTP: default model, metrics, tile table, blur map, viewer overlay."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+from PIL import Image
+from playwright.sync_api import sync_playwright
+
+from tests import fixtures
+from tests.app.server import Server, upload, wait_for_job
+from workers.settings import ZOO_DIR
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, test_models: Path) -> Iterator[Server]:
+    """The embedded server with the shipped models (and the test models)."""
+    data = tmp_path_factory.mktemp("auto-api")
+    env = {
+        "RESTORE_DATA_DIR": str(data / "var"),
+        "RESTORE_MODELS_DIRS": f'["{ZOO_DIR}", "{test_models}"]',
+    }
+    server = Server(env, data / "server.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def finished(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    path = tmp_path_factory.mktemp("patched") / "patched.tif"
+    fixtures.write_pyramid_tiff(path, fixtures.patched_slide().pixels)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        slide = upload(client, path).json()
+        created = client.post("/v1/jobs", json={"slide_id": slide["id"]})
+        assert created.status_code == 202, created.text
+        assert created.json()["model"] == "auto"
+        return wait_for_job(client, created.json()["id"], timeout_s=300)
+
+
+def test_an_auto_job_reports_what_it_found_and_did(server: Server, finished: dict) -> None:
+    assert finished["state"] == "completed", finished["error"]
+    metrics = finished["metrics"]
+    assert metrics["qc"]["rescan_recommended"] is True
+    assert 0.1 < metrics["qc"]["blurred_share"] < 0.3
+    assert metrics["tiles"]["by_class"]["in_focus"] > metrics["tiles"]["by_class"]["defocus"] > 0
+    assert metrics["sharpness"]["after"]["tenengrad"] > metrics["sharpness"]["before"]["tenengrad"]
+    assert metrics["timings"]["mpx_per_s"] > 0
+    assert finished["progress"]["blocks_done"] == finished["progress"]["blocks_total"] > 0
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        table = client.get(finished["tiles_url"])
+        assert table.status_code == 200 and table.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(table.text)))
+        assert len(rows) == metrics["tiles"]["total"]
+        assert {r["model"] for r in rows} >= {"", "deblur-defocus", "deblur-motion"}
+        png = client.get(finished["blur_map_url"])
+        assert png.status_code == 200
+        cells = np.asarray(Image.open(io.BytesIO(png.content)))
+        assert cells.shape == (64, 96, 4) and cells[..., 3].max() > 0  # 8 px per cell
+        labels = client.get(f"{finished['output_url']}/labels/.zattrs").json()
+        assert labels["labels"] == ["blur", "restored"]
+    nodes = list(Reader(parse_url(f"{server.url}{finished['output_url']}"))())
+    names = {n.metadata.get("name") for n in nodes}
+    assert {"blur", "restored"} <= names  # read over HTTP by ome-zarr-py
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"model": ["sr-x4", "deblur-defocus"]}, "only the last model"),
+        ({"model": ["deblur-motion", "deblur-nothing"]}, "not installed"),
+        ({"model": []}, "non-empty"),
+        ({"model": ["auto", "sr-x4"]}, "cannot be part of a chain"),
+        ({"model": "blur-classifier"}, "not a generator"),
+        ({"min_confidence": 1.5}, "min_confidence"),
+    ],
+)
+def test_bad_model_requests_get_422(server: Server, finished: dict, body, message) -> None:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        response = client.post("/v1/jobs", json={"slide_id": finished["slide_id"], **body})
+    assert response.status_code == 422
+    assert message in response.text
+
+
+def test_a_chain_runs_both_models(server: Server, finished: dict) -> None:
+    body = {
+        "slide_id": finished["slide_id"],
+        "model": ["deblur-motion", "deblur-defocus"],
+        "region": [256, 256, 640, 512],
+    }
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        created = client.post("/v1/jobs", json=body).json()
+        job = wait_for_job(client, created["id"], timeout_s=300)
+    assert job["state"] == "completed", job["error"]
+    assert job["model"] == ["deblur-motion", "deblur-defocus"]
+    assert set(job["metrics"]["tiles"]["by_model"]) == {"deblur-motion+deblur-defocus"}
+
+
+def test_viewer_overlays_the_blur_map_with_a_legend(
+    server: Server, finished: dict, tmp_path: Path
+) -> None:
+    if CHROMIUM is None:
+        pytest.fail("Chromium is not installed (apt-get install chromium)")
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport={"width": 1200, "height": 700})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{server.url}{finished['viewer_url']}")
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        page.wait_for_function("() => window.blurOverlay !== undefined", timeout=30_000)
+        page.wait_for_load_state("networkidle")
+        legend = page.locator("#legend").inner_text()
+        page.screenshot(path=str(tmp_path / "overlay-on.png"))
+        shutil.copy(tmp_path / "overlay-on.png", "/tmp/overlay-on.png")
+        page.locator("#blur-toggle").uncheck()
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(tmp_path / "overlay-off.png"))
+        browser.close()
+    assert not errors, errors
+    assert "defocus" in legend and "motion" in legend and "rescan recommended" in legend
+    on = np.asarray(Image.open(tmp_path / "overlay-on.png").convert("RGB"), dtype=float)
+    off = np.asarray(Image.open(tmp_path / "overlay-off.png").convert("RGB"), dtype=float)
+    right = (slice(80, 680), slice(610, 1190))  # the output pane
+    tinted = (np.abs(on[right] - off[right]).max(axis=2) > 20).mean()
+    assert 0.03 < tinted < 0.4, f"the blur map tints {tinted:.0%} of the output pane"
