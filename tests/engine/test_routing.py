@@ -64,6 +64,17 @@ def test_sharp_looking_cell_called_blurred_is_vetoed_and_soft_cell_rescued() -> 
     assert decided.extent[1, 9] == 0 and decided.extent[1, 10] == 7.0
 
 
+def test_a_split_the_pixels_do_not_bear_out_follows_the_larger_side() -> None:
+    # a uniformly soft slide: the classifier misses a third of it, sharpness is alike
+    probabilities = np.array([DEFOCUSED] * 20 + [SHARP] * 10).reshape(3, 10, 4)
+    decided = decide_cells(features(probabilities, np.full((3, 10), 1.0)), RULES)
+    assert (decided.classes == DEFOCUS).all()
+    # a uniformly sharp slide with a tenth of false alarms
+    probabilities = np.array([SHARP] * 27 + [DEFOCUSED] * 3).reshape(3, 10, 4)
+    decided = decide_cells(features(probabilities, np.full((3, 10), 5.0)), RULES)
+    assert (decided.classes == IN_FOCUS).all()
+
+
 def test_background_cells_stay_background() -> None:
     values = features(np.array([[SHARP, DEFOCUSED]]), np.ones((1, 2)))
     values[0, 1] = np.nan

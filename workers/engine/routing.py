@@ -1,15 +1,18 @@
 """Decide each cell's blur class and each tile's restoration from the classified cells.
 
 A cell's class comes from the blur classifier, checked against the cell's sharpness
-relative to the sharp tissue of the same slide (stain, section thickness and
-magnification vary between slides, so an absolute threshold would not hold):
+(Tenengrad) relative to the tissue of the same slide, because stain, section thickness
+and magnification vary between slides and an absolute threshold would not hold:
 
-- the reference is the median Tenengrad of the cells the classifier calls in focus;
-- a cell called blurred but as sharp as the reference (ratio >= ``veto_ratio``) is in focus;
-- a cell called in focus but far softer than the reference (ratio < ``rescue_ratio``) is
+- the reference is the median sharpness of the cells the classifier calls in focus;
+- if the cells it calls blurred are not clearly softer (the reference below
+  ``separation`` times their median), the split is not borne out by the pixels: the
+  larger side (by summed confidence) holds for the whole slide, so a uniformly blurred
+  slide with some cells missed, or a sharp one with some false alarms, is called as a whole;
+- otherwise a cell called blurred but as sharp as the reference (ratio >= ``veto_ratio``)
+  is in focus, and a cell called in focus but far softer (ratio < ``rescue_ratio``) is
   blurred, of the blur class the classifier ranks highest;
-- without enough in-focus cells for a reference (a slide blurred all over), the
-  classifier alone decides.
+- with fewer than ``min_reference_cells`` cells called in focus, the classifier decides.
 
 A tile is restored when the confident blurred cells under its core cover at least
 ``min_blurred_share`` of it; its route is the class with the most weight (area times
@@ -53,6 +56,7 @@ class RoutingRules:
 
     veto_ratio: float = 0.8
     rescue_ratio: float = 0.35
+    separation: float = 1.25
     min_reference_cells: int = 8
     min_confidence: float = 0.5
     min_blurred_share: float = 0.125
@@ -69,32 +73,38 @@ class TileDecision:
     route: tuple[str, ...]
 
 
-def sharp_reference(features: np.ndarray, rules: RoutingRules) -> float | None:
-    """Median Tenengrad of the cells the classifier calls in focus, if there are enough."""
-    probabilities = features[..., _P]
-    tissue = ~np.isnan(probabilities[..., 0])
-    sharp = tissue & (probabilities[..., 0] >= 0.5)
-    if sharp.sum() < rules.min_reference_cells:
-        return None
-    return float(np.median(features[..., _TENENGRAD][sharp]))
-
-
 def decide_cells(features: np.ndarray, rules: RoutingRules) -> BlurMap:
     """Each cell's class, confidence and extent from the features of the whole area."""
     probabilities = np.nan_to_num(features[..., _P], nan=0.0)
     tissue = ~np.isnan(features[..., 0])
     p_focus = probabilities[..., 0]
     blur_kind = 1 + np.argmax(probabilities[..., 1:], axis=-1)  # 1 defocus, 2 motion, 3 mixed
-    blurred = p_focus < 0.5
+    tenengrad = np.nan_to_num(features[..., _TENENGRAD], nan=0.0)
+    called_blurred = tissue & (p_focus < 0.5)
+    called_sharp = tissue & ~called_blurred
+    blurred = called_blurred.copy()
     confidence = np.where(blurred, 1.0 - p_focus, p_focus)
-    reference = sharp_reference(features, rules)
-    if reference is not None and reference > 0:
-        ratio = np.nan_to_num(features[..., _TENENGRAD], nan=1.0) / reference
-        vetoed = blurred & (ratio >= rules.veto_ratio)
-        rescued = ~blurred & (ratio < rules.rescue_ratio)
-        blurred = (blurred & ~vetoed) | rescued
-        confidence = np.where(vetoed, np.minimum(ratio, 1.0), confidence)
-        confidence = np.where(rescued, 1.0 - ratio / rules.rescue_ratio / 2, confidence)
+    if called_sharp.sum() >= rules.min_reference_cells:
+        reference = max(float(np.median(tenengrad[called_sharp])), 1e-9)
+        soft = float(np.median(tenengrad[called_blurred])) if called_blurred.any() else 0.0
+        inseparable = (
+            called_blurred.sum() >= rules.min_reference_cells
+            and reference < rules.separation * soft
+        )
+        if inseparable:  # the classifier's split is not borne out: the larger side holds
+            votes_blurred = float((1.0 - p_focus)[called_blurred].sum())
+            votes_sharp = float(p_focus[called_sharp].sum())
+            blurred = tissue & (votes_blurred > votes_sharp)
+            confidence = np.full(
+                p_focus.shape, max(votes_blurred, votes_sharp) / (votes_blurred + votes_sharp)
+            )
+        else:
+            ratio = tenengrad / reference
+            vetoed = called_blurred & (ratio >= rules.veto_ratio)
+            rescued = called_sharp & (ratio < rules.rescue_ratio)
+            blurred = (called_blurred & ~vetoed) | rescued
+            confidence = np.where(vetoed, np.minimum(ratio, 1.0), confidence)
+            confidence = np.where(rescued, 1.0 - ratio / rules.rescue_ratio / 2, confidence)
     classes = np.where(blurred, IN_FOCUS + blur_kind, IN_FOCUS)
     classes = np.where(tissue, classes, BACKGROUND).astype(np.uint8)
     extent = np.where(tissue & blurred, np.nan_to_num(features[..., _EXTENT]), 0.0)
