@@ -15,6 +15,12 @@ import tifffile
 from onnx import TensorProto, helper, numpy_helper
 
 from models.manifest import ModelManifest, file_sha256, write_manifest
+from models.registry import get_model
+from workers import jobs
+from workers.planning import plan_params, requested_models
+from workers.sandbox import inspect_upload
+from workers.settings import ZOO_DIR, Settings
+from workers.store import Store
 
 BLUR_KERNEL = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32) / 16.0
 
@@ -208,8 +214,13 @@ BLUR_PATCHES = (
 )
 
 
-def patched_slide(height: int = 2048, width: int = 3072) -> PatchedSlide:
-    """About 80 % sharp tissue with a defocus (4 px disk), a motion (15 px) and a mixed patch."""
+def patched_slide(height: int = 2048, width: int = 3072, scale: int = 1) -> PatchedSlide:
+    """About 80 % sharp tissue with a defocus (4 px disk), a motion (15 px) and a mixed patch.
+
+    ``scale`` multiplies the size and the patches' boxes (the blur stays the same).
+    """
+    height, width = height * scale, width * scale
+    patches = [(tuple(v * scale for v in box), value) for box, value in BLUR_PATCHES]
     from skimage import data
 
     from models.training import degradations as deg
@@ -226,11 +237,49 @@ def patched_slide(height: int = 2048, width: int = 3072) -> PatchedSlide:
     unit = sharp.astype(np.float32) / 255.0
     pixels = sharp.copy()
     truth = np.zeros((height, width), dtype=np.uint8)
-    for (x, y, w, h), value in BLUR_PATCHES:
+    for (x, y, w, h), value in patches:
         box = (slice(y, y + h), slice(x, x + w))
         margin = 64
         window = (slice(y - margin, y + h + margin), slice(x - margin, x + w + margin))
         blurred = deg.convolve(unit[window], psfs[value])[margin:-margin, margin:-margin]
         pixels[box] = np.clip(np.rint(blurred * 255.0), 0, 255).astype(np.uint8)
         truth[box] = value
-    return PatchedSlide(sharp, pixels, truth, list(BLUR_PATCHES))
+    return PatchedSlide(sharp, pixels, truth, patches)  # type: ignore[arg-type]
+
+
+def run_job(store: Store, settings: Settings, job_id: str) -> None:
+    """Every step of a job in order, as the Celery tasks would run them."""
+    step = jobs.start(store, settings, job_id)
+    if step.phase == "classify":
+        done = [jobs.run_block(store, settings, job_id, i) for i in step.todo]
+        assert done[-1] and not any(done[:-1])
+        step = jobs.NextStep("restore", jobs.route(store, settings, job_id))
+    for index in step.todo:
+        jobs.run_region(store, settings, job_id, index)
+    assert jobs.finish(store, settings, job_id, "task")
+
+
+def add_job(
+    store: Store, settings: Settings, slide_path: Path, job_id: str, model: str | list[str]
+) -> None:
+    """Add a slide file and a job on it (``auto``, a model or a chain) to a store."""
+    folder = settings.data_dir / f"slide-{job_id}"
+    folder.mkdir()
+    inspected = inspect_upload(str(slide_path), str(folder), (2**32, 10**8), 10**9)
+    info = inspected["info"]
+    store.add_slide(
+        {
+            "id": f"s-{job_id}",
+            "filename": "patched.tif",
+            "sha256": "0" * 64,
+            "size_bytes": 1,
+            "path": inspected["path"],
+            "info": info,
+        }
+    )
+    auto = model == "auto"
+    manifests = [get_model([ZOO_DIR], n).manifest for n in requested_models(model)]
+    params = plan_params(
+        (info["width"], info["height"]), manifests, settings, auto=auto, classify=True
+    )
+    store.add_job({"id": job_id, "slide_id": f"s-{job_id}", "model": "x", "params": params})

@@ -17,17 +17,14 @@ from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from skimage.metrics import structural_similarity
 
-from models.registry import get_model
 from tests import fixtures
-from workers import jobs
 from workers.engine.blurmap import CellGrid
 from workers.engine.geometry import Box
 from workers.engine.labels import read_label
 from workers.engine.omezarr import read_box
 from workers.engine.readers import open_slide
 from workers.layout import job_paths
-from workers.planning import cells_from_params, plan_params, requested_models
-from workers.sandbox import inspect_upload
+from workers.planning import cells_from_params
 from workers.settings import ZOO_DIR, Settings
 from workers.store import Store
 
@@ -44,41 +41,6 @@ class AutoRun:
     job: dict
 
 
-def run_job(store: Store, settings: Settings, job_id: str) -> None:
-    """Every step of a job in order, as the Celery tasks would run them."""
-    step = jobs.start(store, settings, job_id)
-    if step.phase == "classify":
-        done = [jobs.run_block(store, settings, job_id, i) for i in step.todo]
-        assert done[-1] and not any(done[:-1])
-        step = jobs.NextStep("restore", jobs.route(store, settings, job_id))
-    for index in step.todo:
-        jobs.run_region(store, settings, job_id, index)
-    assert jobs.finish(store, settings, job_id, "task")
-
-
-def add_job(store: Store, settings: Settings, slide_path: Path, job_id: str, model) -> None:
-    folder = settings.data_dir / f"slide-{job_id}"
-    folder.mkdir()
-    inspected = inspect_upload(str(slide_path), str(folder), (2**32, 10**8), 10**9)
-    info = inspected["info"]
-    store.add_slide(
-        {
-            "id": f"s-{job_id}",
-            "filename": "patched.tif",
-            "sha256": "0" * 64,
-            "size_bytes": 1,
-            "path": inspected["path"],
-            "info": info,
-        }
-    )
-    auto = model == "auto"
-    manifests = [get_model([ZOO_DIR], n).manifest for n in requested_models(model)]
-    params = plan_params(
-        (info["width"], info["height"]), manifests, settings, auto=auto, classify=True
-    )
-    store.add_job({"id": job_id, "slide_id": f"s-{job_id}", "model": "x", "params": params})
-
-
 @pytest.fixture(scope="module")
 def auto_run(tmp_path_factory: pytest.TempPathFactory) -> AutoRun:
     root = tmp_path_factory.mktemp("auto")
@@ -86,8 +48,8 @@ def auto_run(tmp_path_factory: pytest.TempPathFactory) -> AutoRun:
     path = fixtures.write_pyramid_tiff(root / "patched.tif", slide.pixels)
     settings = Settings(data_dir=root, models_dirs=[ZOO_DIR])
     store = Store(settings.resolved_database_url)
-    add_job(store, settings, path, "auto", "auto")
-    run_job(store, settings, "auto")
+    fixtures.add_job(store, settings, path, "auto", "auto")
+    fixtures.run_job(store, settings, "auto")
     height, width = slide.truth.shape
     input_pixels = open_slide(path).read_region((0, 0), 0, (width, height))
     return AutoRun(

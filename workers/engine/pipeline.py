@@ -24,6 +24,7 @@ from workers.engine.tiling import Tile, TileGrid
 from workers.engine.tissue import TissueMap, detect_tissue
 
 TISSUE_THUMBNAIL_PX = 2048
+MEASURE_PX = 256
 MIN_TISSUE_FRACTION = 0.01
 
 
@@ -150,6 +151,16 @@ def _batches(items: list[Tile], size: int) -> Iterator[list[Tile]]:
         yield items[start : start + size]
 
 
+def _model_calls(
+    group: list[Tile], sources: dict[int, Box | None], batch_size: int
+) -> Iterator[list[Tile]]:
+    """Batches of whole tiles, then each tile with a source box on its own (its own size)."""
+    yield from _batches([t for t in group if sources[t.index] is None], batch_size)
+    for tile in group:
+        if sources[tile.index] is not None:
+            yield [tile]
+
+
 def restore_region(
     reader: SlideReader,
     plan: TilePlan,
@@ -191,20 +202,24 @@ def restore_region(
     accumulator = Accumulator(out_box, channels=3)
     for restorer, group in groups.values():
         halo = min(getattr(restorer, "halo_px", grid.halo_px), grid.halo_px)
-        for batch in _batches(group, batch_size):
+        sources = {t.index: source.trimmed(plan.source_box(t, t.core.expand(halo))) for t in group}
+        for batch in _model_calls(group, sources, batch_size):
             if should_stop():
                 raise JobCancelled
-            sources = [plan.source_box(t, t.core.expand(halo)) for t in batch]
+            boxes = [sources[t.index] for t in batch]
             with clock("restore"):
-                predictions = restorer(source.model_input(batch, halo, sources))
-            for tile, box, prediction in zip(batch, sources, predictions, strict=True):
+                predictions = restorer(source.model_input(batch, halo, boxes))
+            for tile, box, prediction in zip(batch, boxes, predictions, strict=True):
                 restored = source.crop_halo(prediction, halo)
-                weight = source.window if box is None else source.window * _inside(tile.core, box)
+                used = tile.core if box is None else box.intersect(tile.core) or tile.core
+                if box is not None:
+                    restored = source.place(tile, box, restored)
+                weight = source.window if box is None else source.window * _inside(tile.core, used)
                 with clock("blend"):
                     accumulator.add(grid.output_box(tile.core), restored, weight)
                 if tile.index in owned:
                     with clock("measure"):
-                        records[tile.index] = source.record(tile, restored)
+                        records[tile.index] = source.record(tile, used, restored)
     with clock("blend"):
         if mask is None:
             for tile in copied:
@@ -252,25 +267,40 @@ class TileSource:
         self.window = tile_window(core.height * scale, core.width * scale, grid.overlap_px * scale)
 
     def model_input(self, tiles: list[Tile], halo_px: int, sources: list[Box | None]) -> np.ndarray:
-        """Float32 NCHW batch in [0, 1] of the tiles' cores plus ``halo_px`` of context.
+        """Float32 NCHW batch in [0, 1]: each tile's core plus ``halo_px`` of context.
 
-        Where a tile has a source box, the rest of its read box is mirrored from it, so a
-        model that estimates its PSF from the whole input sees only that part.
+        A tile with a source box gets that box instead, with ``halo_px`` mirrored around it,
+        so a model that estimates its PSF from its whole input sees only that box (and
+        spends no time on the rest of the tile).
         """
         crops = []
         for tile, box in zip(tiles, sources, strict=True):
-            read = tile.core.expand(halo_px)
-            if box is None or box == read:
-                crop = self.pixels[read.relative_to(self.union).slices()]
+            if box is None:
+                crop = self.pixels[tile.core.expand(halo_px).relative_to(self.union).slices()]
             else:
-                pad = (
-                    (box.y - read.y, read.bottom - box.bottom),
-                    (box.x - read.x, read.right - box.right),
-                    (0, 0),
-                )
+                pad = ((halo_px, halo_px), (halo_px, halo_px), (0, 0))
                 crop = np.pad(self.pixels[box.relative_to(self.union).slices()], pad, "symmetric")
             crops.append(np.moveaxis(crop, 2, 0))
         return np.stack(crops).astype(np.float32) / 255.0
+
+    def trimmed(self, box: Box | None) -> Box | None:
+        """A source box without edge strips much sharper than its middle."""
+        if box is None:
+            return None
+        rows, cols = sharpness.soft_core(self.original(box))
+        return Box(
+            box.x + cols.start, box.y + rows.start, cols.stop - cols.start, rows.stop - rows.start
+        )
+
+    def place(self, tile: Tile, box: Box, restored: np.ndarray) -> np.ndarray:
+        """A prediction over ``box`` laid into a core-sized array (zero outside the box)."""
+        core = np.zeros((tile.core.height, tile.core.width, restored.shape[2]), np.float32)
+        inside = box.intersect(tile.core)
+        if inside is not None:
+            core[inside.relative_to(tile.core).slices()] = restored[
+                inside.relative_to(box).slices()
+            ]
+        return core
 
     def original(self, box: Box) -> np.ndarray:
         """The input pixels of a level-0 box inside the union."""
@@ -283,14 +313,21 @@ class TileSource:
             prediction = prediction[:, halo:-halo, halo:-halo]
         return np.moveaxis(prediction, 0, 2)
 
-    def record(self, tile: Tile, restored: np.ndarray) -> TileRecord:
-        """A restored tile's record, with the sharpness of its core before and after."""
-        before = self.pixels[tile.core.relative_to(self.union).slices()]
+    def record(self, tile: Tile, used: Box, restored: np.ndarray) -> TileRecord:
+        """A restored tile's record: sharpness before and after where its output is used.
+
+        Measured on the central ``MEASURE_PX`` square of that box, which keeps measuring a
+        small share of restoring.
+        """
+        area = _central(used, MEASURE_PX)
+        before = self.pixels[area.relative_to(self.union).slices()]
+        scaled = area.relative_to(tile.core).scaled(self.grid.scale)
+        after = np.clip(restored[scaled.slices()], 0.0, 1.0)
         return TileRecord(
             tile.index,
             True,
             sharpness.measure(before).as_dict(),
-            sharpness.measure(np.clip(restored, 0.0, 1.0)).as_dict(),
+            sharpness.measure(after).as_dict(),
         )
 
     def copy_through(self, tile: Tile) -> np.ndarray:
@@ -298,6 +335,12 @@ class TileSource:
         core = self.grid.output_box(tile.core)
         pixels = self.pixels[tile.core.relative_to(self.union).slices()]
         return resize(pixels, (core.width, core.height)).astype(np.float32) / 255.0
+
+
+def _central(box: Box, side_px: int) -> Box:
+    """The central square of at most ``side_px`` of a box."""
+    width, height = min(box.width, side_px), min(box.height, side_px)
+    return Box(box.x + (box.width - width) // 2, box.y + (box.height - height) // 2, width, height)
 
 
 def _inside(core: Box, box: Box) -> np.ndarray:

@@ -173,7 +173,7 @@ class RoutedPlan:
         """Level-0 box of the all-blurred rectangle of cells covering most of ``core``."""
         rows, cols = self.cells.cells_under(core)
         blurred = self.blurred[rows, cols]
-        if blurred.all() or not blurred.any():
+        if not blurred.any():
             return None
         best, best_area = (0, 0, 0, 0), -1.0
         n_rows, n_cols = blurred.shape
