@@ -85,6 +85,7 @@ class JobPublic(BaseModel):
     dzi_url: str | None
     tiles_url: str | None = Field(description="per-tile table (CSV), once done")
     blur_map_url: str | None = Field(description="blur map as an RGBA PNG, one pixel per cell")
+    report_url: str | None = Field(description="one-page HTML report, once done")
     viewer_url: str
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from app.deps import Services, services
 from app.schemas import JobCreate, JobPublic, Progress
@@ -21,6 +21,7 @@ from workers.engine.omezarr import OmeZarrReader
 from workers.errors import Conflict, InvalidInput, ModelUnavailable, NotFound
 from workers.layout import job_paths
 from workers.planning import AUTO, CLASSIFIER, plan_params, requested_models
+from workers.report import render as render_report
 from workers.store import ACTIVE_STATES, new_id
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -65,6 +66,7 @@ def job_public(job: dict[str, Any]) -> JobPublic:
         dzi_url=f"{base}/output.dzi" if completed else None,
         tiles_url=f"{base}/tiles.csv" if completed else None,
         blur_map_url=f"{base}/blur-map.png" if completed and params.get("classify") else None,
+        report_url=f"{base}/report" if completed else None,
         viewer_url=f"/?job={job['id']}",
     )
 
@@ -196,6 +198,16 @@ def blur_map(job_id: str, svc: Svc) -> Response:
         raise NotFound(f"job {job_id} has no blur map")
     png = blur_map_png(read_label(output, "blur"))
     return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/{job_id}/report", response_class=HTMLResponse)
+def report(job_id: str, svc: Svc) -> HTMLResponse:
+    """One-page HTML report: verdict, class shares, sharpness before/after, blur map."""
+    output = _completed_output(svc, job_id)
+    job = svc.store.get_job(job_id)
+    if not job["metrics"]:
+        raise NotFound(f"job {job_id} has no metrics")
+    return HTMLResponse(render_report(job, output))
 
 
 @lru_cache(maxsize=16)

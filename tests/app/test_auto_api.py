@@ -138,3 +138,24 @@ def test_viewer_overlays_the_blur_map_with_a_legend(
     right = (slice(80, 680), slice(610, 1190))  # the output pane
     tinted = (np.abs(on[right] - off[right]).max(axis=2) > 20).mean()
     assert 0.03 < tinted < 0.4, f"the blur map tints {tinted:.0%} of the output pane"
+
+
+def test_report_is_one_self_contained_page(server: Server, finished: dict, tmp_path: Path) -> None:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        response = client.get(finished["report_url"])
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert "Rescan recommended" in page and "Largest blurred areas" in page
+    assert page.count("data:image/png;base64,") == 3
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        view = browser.new_page(viewport={"width": 1200, "height": 1000})
+        view.goto(f"{server.url}{finished['report_url']}")
+        sizes = view.evaluate("() => [...document.images].map(i => i.naturalWidth)")
+        view.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        shutil.copy(tmp_path / "report.png", "/tmp/report.png")
+        browser.close()
+    assert len(sizes) == 3 and min(sizes) > 200, "a chart did not render"

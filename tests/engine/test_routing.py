@@ -158,3 +158,21 @@ def test_routed_output_replaces_only_blurred_cells_without_a_seam(tmp_path) -> N
     assert steps.max() <= 4  # a 32 px ramp from the cells' edge: no seam
     seen = np.concatenate([b[:, :, 16:-16, 16:-16].ravel() for b in model.inputs])
     assert seen.min() >= 100 / 255  # only the blurred square (mirrored), never the sharp tissue
+
+
+def test_a_lone_blur_kind_inside_another_takes_its_neighbours_kind() -> None:
+    from workers.engine.routing import smooth_blur_kinds
+
+    classes = np.array(
+        [
+            [IN_FOCUS, IN_FOCUS, IN_FOCUS, IN_FOCUS],
+            [MOTION, DEFOCUS, DEFOCUS, IN_FOCUS],
+            [IN_FOCUS, DEFOCUS, DEFOCUS, MOTION],
+            [IN_FOCUS, IN_FOCUS, MOTION, MOTION],
+        ],
+        dtype=np.uint8,
+    )
+    smoothed = smooth_blur_kinds(classes, np.full(classes.shape, 0.9))
+    assert smoothed[1, 0] == DEFOCUS  # outvoted by its defocused neighbours
+    assert smoothed[3, 3] == MOTION and smoothed[2, 3] == MOTION  # a motion patch of its own
+    assert (smoothed[classes == IN_FOCUS] == IN_FOCUS).all()

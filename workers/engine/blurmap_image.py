@@ -23,11 +23,17 @@ def cell_px_for(shape: tuple[int, int]) -> int:
     return max(1, min(MAX_CELL_PX, MAX_SIDE_PX // max(shape)))
 
 
-def blur_map_png(classes: np.ndarray) -> bytes:
-    """PNG bytes of a (rows, cols) class array, ``cell_px_for`` pixels per cell."""
+def overlay_rgba(classes: np.ndarray) -> np.ndarray:
+    """(rows, cols, 4) colours of a class array: blurred classes coloured, the rest clear."""
     palette = np.array(CLASS_COLOURS, dtype=np.uint8)
     palette[IN_FOCUS] = 0  # transparent, and black so that premultiplying drawers add nothing
-    rgba = palette[np.clip(classes, 0, len(CLASS_COLOURS) - 1)]
+    rgba: np.ndarray = palette[np.clip(classes, 0, len(CLASS_COLOURS) - 1)]
+    return rgba
+
+
+def blur_map_png(classes: np.ndarray) -> bytes:
+    """PNG bytes of a (rows, cols) class array, ``cell_px_for`` pixels per cell."""
+    rgba = overlay_rgba(classes)
     factor = cell_px_for(classes.shape)
     rgba = rgba.repeat(factor, axis=0).repeat(factor, axis=1)
     buffer = io.BytesIO()

@@ -107,8 +107,33 @@ def decide_cells(features: np.ndarray, rules: RoutingRules) -> BlurMap:
             confidence = np.where(rescued, 1.0 - ratio / rules.rescue_ratio / 2, confidence)
     classes = np.where(blurred, IN_FOCUS + blur_kind, IN_FOCUS)
     classes = np.where(tissue, classes, BACKGROUND).astype(np.uint8)
+    classes = smooth_blur_kinds(classes, confidence)
     extent = np.where(tissue & blurred, np.nan_to_num(features[..., _EXTENT]), 0.0)
     return BlurMap(classes, np.where(tissue, confidence, 0.0).astype(np.float32), extent)
+
+
+def smooth_blur_kinds(classes: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """Give each blurred cell the blur kind that outweighs its own among its blurred neighbours.
+
+    A cell at the edge of a defocused patch, half sharp, looks like directional blur to the
+    classifier; its blurred neighbours (weighted by confidence, itself included) outvote it.
+    Cells keep their kind on a tie.
+    """
+    kinds = (DEFOCUS, MOTION, MIXED)
+    weights = np.stack(
+        [
+            ndimage.convolve(
+                np.where(classes == k, confidence, 0.0), np.ones((3, 3)), mode="constant"
+            )
+            for k in kinds
+        ]
+    )
+    own = np.zeros(classes.shape)
+    for index, kind in enumerate(kinds):
+        own = np.where(classes == kind, weights[index], own)
+    best = np.asarray(kinds, dtype=np.uint8)[np.argmax(weights, axis=0)]
+    outvoted = (classes > IN_FOCUS) & (weights.max(axis=0) > own)
+    return np.where(outvoted, best, classes).astype(np.uint8)
 
 
 def decide_tile(blur_map: BlurMap, cells: CellGrid, core: Box, rules: RoutingRules) -> TileDecision:
