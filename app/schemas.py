@@ -37,6 +37,11 @@ class JobCreate(BaseModel):
         description="'auto' (classify each tile's blur and run the matching model), a model "
         "name, or a chain of names run one after the other",
     )
+    reference_slide_id: str | None = Field(
+        default=None,
+        description="a rescan of the same tissue (slow or in focus): PSNR, SSIM and PCC of "
+        "input and output against it, after registering the two",
+    )
     min_confidence: float = Field(
         default=0.5, ge=0.0, le=1.0, description="auto: blur below this confidence is left alone"
     )

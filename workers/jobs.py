@@ -14,8 +14,11 @@ from workers import metrics, tile_table
 from workers.engine import omezarr, pipeline
 from workers.engine.blurmap import CLASS_COLOURS, CLASS_NAMES, IN_FOCUS, BlurMap
 from workers.engine.classification import BlockFeatures, assemble_features, classify_block
+from workers.engine.geometry import Box
 from workers.engine.labels import write_label
+from workers.engine.omezarr import OmeZarrReader
 from workers.engine.readers import ReaderLimits, SlideReader, open_slide_cached
+from workers.engine.reference import compare, register
 from workers.engine.routing import RoutedPlan, RoutingRules, TileDecision, decide_cells, decide_tile
 from workers.engine.tiling import TileGrid
 from workers.engine.tissue import TissueMap
@@ -334,11 +337,26 @@ def _metrics(
         "sharpness": metrics.slide_sharpness(rows),
         "timings": timings,
     }
+    if params.get("reference_slide_id"):
+        result["reference"] = _reference_metrics(store, settings, job, paths)
     if paths.blur_map.exists():
         result["qc"] = metrics.quality_control(
             BlurMap.load(paths.blur_map), cells_from_params(params), settings.rescan_blurred_share
         )
     return result
+
+
+def _reference_metrics(
+    store: Store, settings: Settings, job: dict[str, Any], paths: JobPaths
+) -> dict[str, Any]:
+    """Input and output against the registered reference slide."""
+    started = time.perf_counter()
+    reader = reader_for(settings, store.get_slide(job["slide_id"]))
+    reference = reader_for(settings, store.get_slide(job["params"]["reference_slide_id"]))
+    area = Box(*job["params"]["area"])
+    shift = register(reader, reference, area)
+    result = compare(reader, OmeZarrReader(paths.output), reference, area, shift)
+    return {**result, "seconds": time.perf_counter() - started}
 
 
 def _output_mpp(info: dict[str, Any], scale: int) -> tuple[float | None, float | None]:

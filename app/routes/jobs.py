@@ -104,6 +104,11 @@ def create_job(body: JobCreate, svc: Svc) -> JobPublic:
         classify=classify,
         min_confidence=body.min_confidence,
     )
+    if body.reference_slide_id is not None:
+        svc.store.get_slide(body.reference_slide_id)
+        if params["scale"] != 1:
+            raise InvalidInput("a reference comparison needs models that keep the image size")
+        params["reference_slide_id"] = body.reference_slide_id
     job = svc.store.add_job(
         {
             "id": new_id(),

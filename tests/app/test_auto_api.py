@@ -39,11 +39,17 @@ def server(tmp_path_factory: pytest.TempPathFactory, test_models: Path) -> Itera
 
 @pytest.fixture(scope="module")
 def finished(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    path = tmp_path_factory.mktemp("patched") / "patched.tif"
-    fixtures.write_pyramid_tiff(path, fixtures.patched_slide().pixels)
+    folder = tmp_path_factory.mktemp("patched")
+    patched = fixtures.patched_slide()
+    fixtures.write_pyramid_tiff(folder / "patched.tif", patched.pixels)
+    # the reference: a sharp rescan of the same tissue, placed 9 px right and 5 px down
+    rescan = np.pad(patched.sharp, ((5, 0), (9, 0), (0, 0)), "symmetric")[:2048, :3072]
+    fixtures.write_pyramid_tiff(folder / "rescan.tif", rescan)
     with httpx.Client(base_url=server.url, timeout=60) as client:
-        slide = upload(client, path).json()
-        created = client.post("/v1/jobs", json={"slide_id": slide["id"]})
+        slide = upload(client, folder / "patched.tif").json()
+        reference = upload(client, folder / "rescan.tif").json()
+        body = {"slide_id": slide["id"], "reference_slide_id": reference["id"]}
+        created = client.post("/v1/jobs", json=body)
         assert created.status_code == 202, created.text
         assert created.json()["model"] == "auto"
         return wait_for_job(client, created.json()["id"], timeout_s=300)
@@ -58,6 +64,11 @@ def test_an_auto_job_reports_what_it_found_and_did(server: Server, finished: dic
     assert metrics["sharpness"]["after"]["tenengrad"] > metrics["sharpness"]["before"]["tenengrad"]
     assert metrics["timings"]["mpx_per_s"] > 0
     assert finished["progress"]["blocks_done"] == finished["progress"]["blocks_total"] > 0
+    reference = metrics["reference"]
+    print(f"against the rescan: input {reference['input']}, output {reference['output']}")
+    assert reference["shift_px"] == pytest.approx([9, 5], abs=0.3)
+    for figure in ("psnr_db", "ssim", "pcc"):
+        assert reference["output"][figure] > reference["input"][figure], figure
     with httpx.Client(base_url=server.url, timeout=60) as client:
         table = client.get(finished["tiles_url"])
         assert table.status_code == 200 and table.headers["content-type"].startswith("text/csv")
@@ -84,10 +95,13 @@ def test_an_auto_job_reports_what_it_found_and_did(server: Server, finished: dic
         ({"model": ["auto", "sr-x4"]}, "cannot be part of a chain"),
         ({"model": "blur-classifier"}, "not a generator"),
         ({"min_confidence": 1.5}, "min_confidence"),
+        ({"model": "sr-x4", "reference_slide_id": "SELF"}, "keep the image size"),
     ],
 )
 def test_bad_model_requests_get_422(server: Server, finished: dict, body, message) -> None:
     with httpx.Client(base_url=server.url, timeout=60) as client:
+        if body.get("reference_slide_id") == "SELF":
+            body = {**body, "reference_slide_id": finished["slide_id"]}
         response = client.post("/v1/jobs", json={"slide_id": finished["slide_id"], **body})
     assert response.status_code == 422
     assert message in response.text
