@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class SlidePublic(BaseModel):
@@ -28,6 +28,20 @@ class SlidePublic(BaseModel):
     dzi_url: str
 
 
+class EvaluationSpec(BaseModel):
+    """The forward model an evaluation job degrades a sharp slide with before restoring it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    degradation: Literal["defocus", "motion", "mixed"]
+    radius_px: float = Field(default=4.0, gt=0, le=20, description="defocus radius")
+    kind: Literal["disk", "gaussian"] = Field(default="disk", description="defocus PSF")
+    length_px: float = Field(default=15.0, gt=0, le=60, description="motion length")
+    angle_deg: float = Field(default=0.0, ge=0, lt=180, description="motion direction (0 = x)")
+    noise_std: float = Field(default=1 / 255, ge=0, le=0.1, description="Gaussian noise, of [0, 1]")
+    seed: int = Field(default=0, ge=0, description="seed of the noise field")
+
+
 class JobCreate(BaseModel):
     """What to restore and how."""
 
@@ -36,6 +50,11 @@ class JobCreate(BaseModel):
         default="auto",
         description="'auto' (classify each tile's blur and run the matching model), a model "
         "name, or a chain of names run one after the other",
+    )
+    evaluate: EvaluationSpec | None = Field(
+        default=None,
+        description="degrade this (sharp) slide with the forward model, restore it, and "
+        "report PSNR/SSIM/PCC against the original next to classical baselines",
     )
     reference_slide_id: str | None = Field(
         default=None,

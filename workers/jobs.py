@@ -14,6 +14,8 @@ from workers import metrics, tile_table
 from workers.engine import omezarr, pipeline
 from workers.engine.blurmap import CLASS_COLOURS, CLASS_NAMES, IN_FOCUS, BlurMap
 from workers.engine.classification import BlockFeatures, assemble_features, classify_block
+from workers.engine.degraded import DegradedReader, forward_psf
+from workers.engine.evaluation import compare_with_baselines, sample_boxes
 from workers.engine.geometry import Box
 from workers.engine.labels import write_label
 from workers.engine.omezarr import OmeZarrReader
@@ -43,6 +45,15 @@ def reader_for(settings: Settings, slide: dict[str, Any]) -> SlideReader:
     """The slide's reader, kept open per worker process."""
     limits = ReaderLimits(settings.max_slide_pixels, settings.max_plain_image_pixels)
     return open_slide_cached(slide["path"], limits)
+
+
+def job_reader(store: Store, settings: Settings, job: dict[str, Any]) -> SlideReader:
+    """What a job restores: its slide, or for an evaluation job the slide degraded."""
+    reader = reader_for(settings, store.get_slide(job["slide_id"]))
+    spec = job["params"].get("evaluate")
+    if not spec:
+        return reader
+    return DegradedReader(reader, forward_psf(spec), spec["noise_std"], spec["seed"])
 
 
 def _model(settings: Settings, name: str) -> Any:
@@ -78,7 +89,7 @@ def start(store: Store, settings: Settings, job_id: str) -> NextStep:
     models = [get_model(settings.models_dirs, name) for name in params["models"]]
     for model in models:
         model.verify()
-    reader = reader_for(settings, store.get_slide(job["slide_id"]))
+    reader = job_reader(store, settings, job)
     grid = grid_from_params(params)
     paths = job_paths(settings, job_id)
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -123,7 +134,7 @@ def run_block(store: Store, settings: Settings, job_id: str, block_index: int) -
         paths = job_paths(settings, job_id)
         tissue = TissueMap.load(paths.tissue) if paths.tissue.exists() else None
         features = classify_block(
-            reader_for(settings, store.get_slide(job["slide_id"])),
+            job_reader(store, settings, job),
             _classifier(settings),
             cells,
             block_index,
@@ -169,7 +180,7 @@ def run_region(store: Store, settings: Settings, job_id: str, region_index: int)
             store.update_job(job_id, provider=_model(settings, params["models"][0]).provider)
         try:
             result = pipeline.restore_region(
-                reader_for(settings, store.get_slide(job["slide_id"])),
+                job_reader(store, settings, job),
                 plan,
                 grid,
                 region_index,
@@ -339,6 +350,8 @@ def _metrics(
     }
     if params.get("reference_slide_id"):
         result["reference"] = _reference_metrics(store, settings, job, paths)
+    if params.get("evaluate"):
+        result["evaluation"] = _evaluation_metrics(store, settings, job, paths)
     if paths.blur_map.exists():
         result["qc"] = metrics.quality_control(
             BlurMap.load(paths.blur_map), cells_from_params(params), settings.rescan_blurred_share
@@ -357,6 +370,29 @@ def _reference_metrics(
     shift = register(reader, reference, area)
     result = compare(reader, OmeZarrReader(paths.output), reference, area, shift)
     return {**result, "seconds": time.perf_counter() - started}
+
+
+def _evaluation_metrics(
+    store: Store, settings: Settings, job: dict[str, Any], paths: JobPaths
+) -> dict[str, Any]:
+    """The degraded input, the output and the baselines against the sharp original."""
+    started = time.perf_counter()
+    original = reader_for(settings, store.get_slide(job["slide_id"]))
+    degraded = job_reader(store, settings, job)
+    output = OmeZarrReader(paths.output)
+    area = Box(*job["params"]["area"])
+    whole = compare(degraded, output, original, area, (0.0, 0.0))
+    tissue = TissueMap.load(paths.tissue) if paths.tissue.exists() else None
+    psf = forward_psf(job["params"]["evaluate"])
+    sample = compare_with_baselines(
+        original, degraded, output, area, psf, sample_boxes(area, tissue)
+    )
+    return {
+        "degradation": job["params"]["evaluate"],
+        "slide": {"input": whole["input"], "output": whole["output"]},
+        "sample": sample,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def _output_mpp(info: dict[str, Any], scale: int) -> tuple[float | None, float | None]:

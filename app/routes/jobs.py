@@ -104,6 +104,10 @@ def create_job(body: JobCreate, svc: Svc) -> JobPublic:
         classify=classify,
         min_confidence=body.min_confidence,
     )
+    if body.evaluate is not None:
+        if params["scale"] != 1:
+            raise InvalidInput("an evaluation job needs models that keep the image size")
+        params["evaluate"] = body.evaluate.model_dump()
     if body.reference_slide_id is not None:
         svc.store.get_slide(body.reference_slide_id)
         if params["scale"] != 1:

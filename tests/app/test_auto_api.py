@@ -173,3 +173,32 @@ def test_report_is_one_self_contained_page(server: Server, finished: dict, tmp_p
         shutil.copy(tmp_path / "report.png", "/tmp/report.png")
         browser.close()
     assert len(sizes) == 3 and min(sizes) > 200, "a chart did not render"
+
+
+def test_an_evaluation_job_proves_restoration_on_a_sharp_slide(
+    server: Server, finished: dict, tmp_path: Path
+) -> None:
+    path = tmp_path / "sharp.tif"
+    fixtures.write_pyramid_tiff(path, fixtures.patched_slide().sharp[:1024, :1536])
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        slide = upload(client, path).json()
+        body = {"slide_id": slide["id"], "evaluate": {"degradation": "defocus", "radius_px": 4}}
+        created = client.post("/v1/jobs", json=body)
+        assert created.status_code == 202, created.text
+        job = wait_for_job(client, created.json()["id"], timeout_s=300)
+        bad = client.post("/v1/jobs", json={**body, "evaluate": {"degradation": "tilt"}})
+        extra = client.post(
+            "/v1/jobs", json={**body, "evaluate": {"degradation": "motion", "typo": 1}}
+        )
+    assert job["state"] == "completed", job["error"]
+    assert bad.status_code == 422 and extra.status_code == 422
+    evaluation = job["metrics"]["evaluation"]
+    print(f"evaluation, whole area: {evaluation['slide']}")
+    print(f"evaluation, sample of {evaluation['sample']['tiles']} tiles: {evaluation['sample']}")
+    assert job["metrics"]["qc"]["share"]["defocus"] > 0.8  # the degraded slide reads as defocused
+    for figure in ("psnr_db", "ssim", "pcc"):
+        assert evaluation["slide"]["output"][figure] > evaluation["slide"]["input"][figure]
+    sample = evaluation["sample"]
+    assert sample["tiles"] >= 4
+    assert sample["output"]["ssim"] > sample["input"]["ssim"]
+    assert {"richardson_lucy", "wiener"} <= set(sample)
