@@ -139,6 +139,8 @@ def run_block(store: Store, settings: Settings, job_id: str, block_index: int) -
             cells,
             block_index,
             tissue,
+            copy_into=paths.partial if params["auto"] else None,
+            levels=params.get("region_levels", 1),
         )
         paths.blur_features.mkdir(parents=True, exist_ok=True)
         features.save(paths.block_features(block_index))
@@ -187,6 +189,7 @@ def run_region(store: Store, settings: Settings, job_id: str, region_index: int)
                 paths.partial,
                 settings.tile_batch,
                 should_stop=lambda: store.job_state(job_id) != "running",
+                levels=params.get("region_levels", 1),
             )
         except pipeline.JobCancelled:
             discard_partial(settings, job_id)
@@ -228,7 +231,8 @@ def _plan(
         restorers = {r: _chain(settings, list(r)) for r in routes}
         rules = RoutingRules(min_confidence=params["min_confidence"])
         blur_map = BlurMap.load(paths.blur_map)
-        return RoutedPlan(decisions, restorers, blur_map, cells_from_params(params), rules)
+        cells = cells_from_params(params)
+        return RoutedPlan(decisions, restorers, blur_map, cells, rules, input_in_output=True)
     tissue = TissueMap.load(paths.tissue) if paths.tissue.exists() else None
     return pipeline.UniformPlan(_chain(settings, params["models"]), tissue)
 
@@ -279,6 +283,7 @@ def finish(
             mpp,
             _provenance(job, slide),
             job["params"]["chunk_px"],
+            job["params"].get("region_levels", 1),
         )
     elif not paths.output.exists():
         raise RuntimeError(f"job {job_id}: neither a partial nor a finished output exists")

@@ -7,6 +7,7 @@ from typing import Any
 from models.manifest import ModelManifest
 from workers.engine.blurmap import CellGrid
 from workers.engine.geometry import Box
+from workers.engine.omezarr import owned_levels, pyramid_sizes
 from workers.engine.routing import AUTO_ROUTES
 from workers.engine.tiling import TileGrid
 from workers.errors import InvalidInput
@@ -72,13 +73,16 @@ def plan_params(
     chunk = settings.chunk_px
     region_px = max(settings.region_px, -(-tile // chunk) * chunk)
     cell_px = 1 << (min(settings.blur_cell_px, tile).bit_length() - 1)
+    scale = 1 if auto else _scale(manifests)
+    levels = len(pyramid_sizes(area.width * scale, area.height * scale))
     return {
         "area": [area.x, area.y, area.width, area.height],
         "tile_px": tile,
         "overlap_px": overlap,
         "halo_px": max(m.halo_px for m in manifests),
         "region_px": region_px,
-        "scale": 1 if auto else _scale(manifests),
+        "scale": scale,
+        "region_levels": owned_levels(region_px * scale, chunk, levels),
         "skip_background": skip_background,
         "chunk_px": chunk,
         "auto": auto,

@@ -79,3 +79,26 @@ def test_dzi_of_single_level_reader_uses_resampling() -> None:
     zoom = dzi.DeepZoom(500, 300)
     tile = dzi.render_tile(ArrayReader(image), zoom, zoom.level_count - 2, 0, 0)
     assert tile.shape == (150, 250, 3)
+
+
+def test_levels_written_by_regions_equal_the_pyramid_built_at_the_end(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (1200, 1500, 3), dtype=np.uint8)
+    sizes = omezarr.pyramid_sizes(1500, 1200)
+    levels = omezarr.owned_levels(512, 128, len(sizes))
+    assert levels == 3
+    by_regions, at_end = tmp_path / "regions.zarr", tmp_path / "end.zarr"
+    for store in (by_regions, at_end):
+        omezarr.create_store(store, 1500, 1200, 128)
+    for y in range(0, 1200, 512):
+        for x in range(0, 1500, 512):
+            box = Box(x, y, min(512, 1500 - x), min(512, 1200 - y))
+            omezarr.write_levels(by_regions, box, image[box.slices()], levels)
+    omezarr.build_pyramid(by_regions, 128, first=levels)
+    omezarr.write_box(at_end, Box(0, 0, 1500, 1200), image)
+    omezarr.build_pyramid(at_end, 128)
+    for level, (w, h) in enumerate(sizes):
+        whole = Box(0, 0, w, h)
+        assert np.array_equal(
+            omezarr.read_box(by_regions, whole, level), omezarr.read_box(at_end, whole, level)
+        ), level

@@ -56,11 +56,18 @@ class Accumulator:
     def result_over(self, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """``original`` (uint8) with the blend laid over it by ``mask`` (0 keeps it exactly).
 
-        Pixels no tile reached keep the original too.
+        Pixels no tile reached keep the original too; only the box the tiles reached is
+        computed.
         """
-        weight = np.where(self.weight > 0, mask, 0.0).astype(np.float32)[..., None]
-        blend = self.total / np.maximum(self.weight, 1e-12)[..., None]
-        base = original.astype(np.float32) / 255.0
+        result: np.ndarray = original.copy()
+        reached = self.weight > 0
+        rows, cols = np.nonzero(reached.any(axis=1))[0], np.nonzero(reached.any(axis=0))[0]
+        if not rows.size:
+            return result
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        weight = np.where(reached[box], mask[box], 0.0).astype(np.float32)[..., None]
+        blend = self.total[box] / np.maximum(self.weight[box], 1e-12)[..., None]
+        base = original[box].astype(np.float32) / 255.0
         mixed = np.clip(np.rint((base + weight * (blend - base)) * 255.0), 0, 255)
-        result: np.ndarray = np.where(weight > 0, mixed, original).astype(np.uint8)
+        result[box] = np.where(weight > 0, mixed, original[box]).astype(np.uint8)
         return result

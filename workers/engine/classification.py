@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from workers.engine import sharpness
+from workers.engine import omezarr, sharpness
 from workers.engine.blurmap import CellGrid
 from workers.engine.geometry import Box
 from workers.engine.pipeline import read_padded
@@ -80,13 +80,23 @@ def classify_block(
     block_index: int,
     tissue: TissueMap | None = None,
     batch_size: int = 32,
+    copy_into: Path | None = None,
+    levels: int = 1,
 ) -> BlockFeatures:
-    """Features of every cell of one block (background cells left NaN)."""
+    """Features of every cell of one block (background cells left NaN).
+
+    ``copy_into``: also write the block's pixels, as read, to that OME-Zarr's first
+    ``levels`` levels (at the block's place in the area), so that untouched parts need no
+    second read.
+    """
     rows, cols = cells.blocks[block_index]
     block = cells.block_box(block_index)
     probe_px = classifier.tile_px
     union = Box(block.x, block.y, block.width + probe_px, block.height + probe_px)
     pixels = read_padded(reader, union)
+    if copy_into is not None:
+        copy = np.ascontiguousarray(pixels[: block.height, : block.width])
+        omezarr.write_levels(copy_into, block.relative_to(cells.area), copy, levels)
     values = np.full((rows.stop - rows.start, cols.stop - cols.start, len(FEATURES)), np.nan)
     probes, where = [], []
     for i, row in enumerate(range(rows.start, rows.stop)):

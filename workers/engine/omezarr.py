@@ -49,11 +49,38 @@ def _create_level(
 
 
 def create_store(path: Path, width: int, height: int, chunk_px: int) -> None:
-    """Create the group and its empty level-0 array (idempotent: an existing store is kept)."""
-    if (path / "0" / ".zarray").exists():
+    """Create the group and its empty level arrays (idempotent: an existing store is kept)."""
+    sizes = pyramid_sizes(width, height)
+    if (path / str(len(sizes) - 1) / ".zarray").exists():
         return
     group = zarr.open_group(str(path), mode="a", zarr_format=2)
-    _create_level(group, 0, (width, height), chunk_px)
+    for level, size in enumerate(sizes):
+        _create_level(group, level, size, chunk_px)
+
+
+def owned_levels(region_px: int, chunk_px: int, level_count: int) -> int:
+    """How many levels (level 0 included) a region of ``region_px`` writes in whole chunks.
+
+    Level ``k`` of a region starting at a multiple of ``region_px`` is chunk-aligned when
+    ``region_px / 2**k`` is a multiple of ``chunk_px``; those levels are written by the
+    region itself, from the pixels it holds, and the finish builds only the rest.
+    """
+    levels = 1
+    while levels < level_count and (region_px >> levels) % chunk_px == 0 and region_px >> levels:
+        levels += 1
+    return levels
+
+
+def write_levels(path: Path, box: Box, pixels: np.ndarray, levels: int = 1) -> None:
+    """Write level 0 at ``box`` and levels 1 to ``levels - 1`` by 2x2 means of it.
+
+    ``box`` must start at a multiple of ``2 ** (levels - 1)`` (a region's box does).
+    """
+    for level in range(levels):
+        if level:
+            pixels = downsample_2x(pixels)
+        scaled = Box(box.x >> level, box.y >> level, pixels.shape[1], pixels.shape[0])
+        write_box(path, scaled, pixels, level)
 
 
 def _level(path: Path, level: int, mode: Literal["r", "r+"] = "r") -> zarr.Array[Any]:
@@ -79,17 +106,21 @@ def downsample_2x(pixels: np.ndarray) -> np.ndarray:
     rows, cols = pixels.shape[:2]
     padded = np.pad(pixels, ((0, rows % 2), (0, cols % 2), (0, 0)), mode="edge")
     blocks = padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2, -1)
-    half: np.ndarray = np.rint(blocks.astype(np.float32).mean(axis=(1, 3))).astype(np.uint8)
+    total = blocks.sum(axis=(1, 3), dtype=np.uint16)
+    quotient, remainder = total >> 2, total & 3  # the mean's rounding, half to even, in integers
+    rounded = quotient + (remainder > 2) + ((remainder == 2) & (quotient & 1).astype(bool))
+    half: np.ndarray = rounded.astype(np.uint8)
     return half
 
 
-def build_pyramid(path: Path, chunk_px: int) -> list[tuple[int, int]]:
-    """Create levels 1.. from level 0, one output chunk at a time (bounded memory)."""
-    group = zarr.open_group(str(path), mode="a", zarr_format=2)
+def build_pyramid(path: Path, chunk_px: int, first: int = 1) -> list[tuple[int, int]]:
+    """Fill levels ``first``.. from the level above, one output chunk at a time."""
     base = _level(path, 0)
     sizes = pyramid_sizes(base.shape[2], base.shape[1])
-    for level in range(1, len(sizes)):
-        _create_level(group, level, sizes[level], chunk_px)
+    group = zarr.open_group(str(path), mode="a", zarr_format=2)
+    for level in range(max(first, 1), len(sizes)):
+        if not (path / str(level) / ".zarray").exists():  # a store from before 0.1's levels
+            _create_level(group, level, sizes[level], chunk_px)
         for box in chunk_boxes(sizes[level], chunk_px):
             parent = read_box(path, box.scaled(2), level - 1)
             write_box(path, box, downsample_2x(parent)[: box.height, : box.width], level)

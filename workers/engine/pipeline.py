@@ -39,7 +39,16 @@ class Restorer(Protocol):
 
 
 class TilePlan(Protocol):
-    """Which restorer runs on each tile, on which pixels, and where its output is used."""
+    """Which restorer runs on each tile, on which pixels, and where its output is used.
+
+    ``input_in_output``: the output already holds the input's pixels (written while
+    classifying), so a region without restored tiles needs no copy.
+    """
+
+    @property
+    def input_in_output(self) -> bool:
+        """Whether the output already holds the input's pixels."""
+        ...
 
     def restorer_for(self, tile: Tile) -> Restorer | None:
         """The restorer of one tile, or None to copy the tile through untouched."""
@@ -63,6 +72,7 @@ class UniformPlan:
 
     restorer: Restorer
     tissue: TissueMap | None = None
+    input_in_output: bool = False
 
     def restorer_for(self, tile: Tile) -> Restorer | None:
         """The restorer, or None for background."""
@@ -169,8 +179,9 @@ def restore_region(
     output: Path,
     batch_size: int = 4,
     should_stop: Callable[[], bool] = lambda: False,
+    levels: int = 1,
 ) -> RegionResult:
-    """Restore one region of the grid and write it to the level 0 of ``output``.
+    """Restore one region of the grid and write it to ``output`` (``levels`` pyramid levels).
 
     Every tile whose core touches the region is run through its planned restorer (or
     copied through), blended with normalised weights and cropped to the region, so the
@@ -189,11 +200,13 @@ def restore_region(
     copied = [t for t, r in planned if r is None]
     owned = {t.index for t in tiles if grid.owns(region, t)}
     records = {i: TileRecord(i, False) for i in owned}
+    if not groups and plan.input_in_output:
+        return clock.result(0, len(tiles), [records[i] for i in sorted(records)])
     if not groups:
         with clock("read"):
             pixels = resize(read_padded(reader, region), (out_box.width, out_box.height))
         with clock("write"):
-            omezarr.write_box(output, out_box, pixels)
+            omezarr.write_levels(output, out_box, pixels, levels)
         return clock.result(0, len(tiles), [records[i] for i in sorted(records)])
     union = _bounding_box([t.read for t in tiles])
     with clock("read"):
@@ -230,7 +243,7 @@ def restore_region(
         else:
             pixels = accumulator.result_over(source.original(region), mask)
     with clock("write"):
-        omezarr.write_box(output, out_box, pixels)
+        omezarr.write_levels(output, out_box, pixels, levels)
     ordered = [records[i] for i in sorted(records)]
     return clock.result(len(tiles) - len(copied), len(copied), ordered)
 
@@ -365,9 +378,10 @@ def finish_output(
     mpp: tuple[float | None, float | None],
     provenance: dict[str, Any],
     chunk_px: int,
+    first_level: int = 1,
 ) -> list[tuple[int, int]]:
-    """Build the lower pyramid levels, write the metadata, then move the store into place."""
-    sizes = omezarr.build_pyramid(partial, chunk_px)
+    """Build the pyramid levels from ``first_level``, write the metadata, move the store."""
+    sizes = omezarr.build_pyramid(partial, chunk_px, first_level)
     omezarr.write_metadata(partial, name, sizes, mpp, provenance)
     if final.exists():
         shutil.rmtree(final)

@@ -177,7 +177,9 @@ class RoutedPlan:
         cells: CellGrid,
         rules: RoutingRules,
         ramp_px: int = 64,
+        input_in_output: bool = False,
     ) -> None:
+        self.input_in_output = input_in_output
         self.decisions = decisions
         self.restorers = restorers
         self.cells = cells
@@ -230,7 +232,16 @@ class RoutedPlan:
         pixels = np.pad(pixels, ((pad_y0, pad_y1), (pad_x0, pad_x1)), mode="edge")
         y, x = offset.y + pad_y0, offset.x + pad_x0
         pixels = pixels[y : y + context.height, x : x + context.width]
-        ramp = np.clip(ndimage.distance_transform_edt(pixels) / self.ramp_px, 0.0, 1.0)
+        ramp = np.zeros(pixels.shape, dtype=np.float32)
+        rows_in, cols_in = np.nonzero(pixels.any(axis=1))[0], np.nonzero(pixels.any(axis=0))[0]
+        if rows_in.size:  # the distance transform only around the blurred cells
+            r = self.ramp_px + 1
+            window = (
+                slice(max(rows_in[0] - r, 0), rows_in[-1] + r + 1),
+                slice(max(cols_in[0] - r, 0), cols_in[-1] + r + 1),
+            )
+            distance = ndimage.distance_transform_edt(pixels[window])
+            ramp[window] = np.clip(distance / self.ramp_px, 0.0, 1.0)
         r = self.ramp_px
-        mask: np.ndarray = ramp[r:-r, r:-r].astype(np.float32)
+        mask: np.ndarray = ramp[r:-r, r:-r]
         return mask
