@@ -208,10 +208,16 @@ def restore_region(
         with clock("write"):
             omezarr.write_levels(output, out_box, pixels, levels)
         return clock.result(0, len(tiles), [records[i] for i in sorted(records)])
-    union = _bounding_box([t.read for t in tiles])
+    target, reads = region, [t.read for t in tiles]
+    if plan.input_in_output:  # only the part the restored tiles reach is read and rewritten
+        runs = [t for _, group in groups.values() for t in group]
+        target = _aligned(_bounding_box([t.core for t in runs]), grid.area, region)
+        reads = [t.read for t in runs] + [target]
+    out_box = grid.output_box(target)
+    union = _bounding_box(reads)
     with clock("read"):
         source = TileSource(grid, union, read_padded(reader, union))
-    mask = plan.region_mask(region) if grid.scale == 1 else None
+    mask = plan.region_mask(target) if grid.scale == 1 else None
     accumulator = Accumulator(out_box, channels=3)
     for restorer, group in groups.values():
         halo = min(getattr(restorer, "halo_px", grid.halo_px), grid.halo_px)
@@ -241,7 +247,7 @@ def restore_region(
                 )
             pixels = accumulator.result()
         else:
-            pixels = accumulator.result_over(source.original(region), mask)
+            pixels = accumulator.result_over(source.original(target), mask)
     with clock("write"):
         omezarr.write_levels(output, out_box, pixels, levels)
     ordered = [records[i] for i in sorted(records)]
@@ -348,6 +354,21 @@ class TileSource:
         core = self.grid.output_box(tile.core)
         pixels = self.pixels[tile.core.relative_to(self.union).slices()]
         return resize(pixels, (core.width, core.height)).astype(np.float32) / 255.0
+
+
+ALIGN_PX = 256  # level-0 alignment of a partly rewritten region (even at every level it owns)
+
+
+def _aligned(box: Box, area: Box, region: Box) -> Box:
+    """``box`` grown to multiples of ``ALIGN_PX`` from the area's corner, within ``region``."""
+    rel = box.relative_to(area)
+    x0, y0 = rel.x // ALIGN_PX * ALIGN_PX, rel.y // ALIGN_PX * ALIGN_PX
+    x1 = -(-rel.right // ALIGN_PX) * ALIGN_PX
+    y1 = -(-rel.bottom // ALIGN_PX) * ALIGN_PX
+    grown = Box(area.x + x0, area.y + y0, x1 - x0, y1 - y0)
+    inside = grown.intersect(region)
+    assert inside is not None
+    return inside
 
 
 def _central(box: Box, side_px: int) -> Box:
