@@ -234,32 +234,20 @@ class Store:
         self, job_id: str, region_index: int, tiles: int, tiles_restored: int, seconds: float
     ) -> bool:
         """Record a finished region once; False if it was already recorded."""
-        values = {
-            "job_id": job_id,
-            "region_index": region_index,
-            "tiles": tiles,
-            "tiles_restored": tiles_restored,
-            "seconds": seconds,
-            "done_at": time.time(),
-        }
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(job_regions.insert().values(**values))
-        except IntegrityError:
-            return False
-        return True
+        values = {"job_id": job_id, "region_index": region_index, "tiles": tiles}
+        values.update(tiles_restored=tiles_restored, seconds=seconds, done_at=time.time())
+        return self._insert_once(job_regions, values)
 
     def mark_block_done(self, job_id: str, block_index: int, seconds: float) -> bool:
         """Record a classified block once; False if it was already recorded."""
-        values = {
-            "job_id": job_id,
-            "block_index": block_index,
-            "seconds": seconds,
-            "done_at": time.time(),
-        }
+        values = {"job_id": job_id, "block_index": block_index, "seconds": seconds}
+        return self._insert_once(job_blocks, {**values, "done_at": time.time()})
+
+    def _insert_once(self, table: sa.Table, values: dict[str, Any]) -> bool:
+        """Insert a row unless its key exists; False if it did."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(job_blocks.insert().values(**values))
+                conn.execute(table.insert().values(**values))
         except IntegrityError:
             return False
         return True

@@ -49,7 +49,7 @@ def test_compare_cli_refuses_a_folder_without_a_model(tmp_path: Path) -> None:
 
 def test_classifiers_are_compared_by_accuracy_on_blurred_tiles() -> None:
     config = TASKS["blur-classifier"]
-    images = [synthetic_tissue(320, seed) for seed in (30, 31)]
+    images = [synthetic_tissue(336, seed) for seed in (30, 31)]  # 2 x 2 crops of 128 + 2 x 40
     pool = ImagePool(images, [Path("a/one.png"), Path("a/two.png")])
     folder = ZOO / "blur-classifier"
     report = compare(config, [folder], pool, [Path("a")], count=2)

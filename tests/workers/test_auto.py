@@ -165,3 +165,37 @@ def test_metrics_report_what_was_found_and_done(auto_run: AutoRun) -> None:
     done = [r for r in rows if r["model"]]
     gains = [float(r["tenengrad_after"]) > float(r["tenengrad_before"]) for r in done]
     assert np.mean(gains) > 0.8
+
+
+def test_blurred_tissue_at_a_tissue_edge_is_improved_not_collapsed(tmp_path: Path) -> None:
+    """``deblur-defocus`` collapses on a tile with a constant border; routing feeds it none."""
+    from models.training import degradations as deg
+
+    sharp = fixtures.patched_slide().sharp[:2048, :2048].copy()
+    sharp[:, 1300:] = 243  # glass right of x = 1300 and below y = 1500
+    sharp[1500:, :] = 243
+    unit = sharp.astype(np.float32) / 255.0
+    blurred = np.clip(np.rint(deg.convolve(unit, deg.defocus_psf(4.0, "disk")) * 255), 0, 255)
+    pixels = sharp.copy()
+    pixels[200:1500, 200:1300] = blurred[200:1500, 200:1300]  # defocus up to the tissue's edge
+    path = fixtures.write_pyramid_tiff(tmp_path / "edge.tif", pixels)
+    settings = Settings(data_dir=tmp_path / "data", models_dirs=[ZOO_DIR])
+    settings.data_dir.mkdir()
+    store = Store(settings.resolved_database_url)
+    fixtures.add_job(store, settings, path, "edge", "auto")
+    fixtures.run_job(store, settings, "edge")
+    output = read_box(job_paths(settings, "edge").output, Box(0, 0, 2048, 2048))
+    scanned = open_slide(path).read_region((0, 0), 0, (2048, 2048))
+    bands = {
+        "whole patch": (slice(200, 1500), slice(200, 1300)),
+        "band at the right edge": (slice(200, 1500), slice(1044, 1300)),
+        "band at the bottom edge": (slice(1244, 1500), slice(200, 1300)),
+    }
+    for name, band in bands.items():
+        before = structural_similarity(sharp[band], scanned[band], channel_axis=2)
+        after = structural_similarity(sharp[band], output[band], channel_axis=2)
+        print(f"{name}: SSIM to sharp {before:.3f} -> {after:.3f}")
+        assert after > before + 0.05
+    glass = (slice(1600, 2048), slice(1400, 2048))
+    assert np.array_equal(output[glass], scanned[glass])
+    store.dispose()

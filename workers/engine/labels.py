@@ -8,13 +8,12 @@ image's axes) whose scale is the cell size times the image's level-0 scale, list
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numcodecs
 import numpy as np
 import zarr
 
-from workers.engine.omezarr import NGFF_VERSION
+from workers.engine.omezarr import NGFF_VERSION, cyx_axes
 
 
 def write_label(
@@ -41,18 +40,13 @@ def write_label(
         overwrite=True,
     )
     array[0] = values.astype(np.uint8)
-    spatial: dict[str, Any] = {"type": "space", **({"unit": unit} if unit else {})}
     group.attrs.update(
         {
             "multiscales": [
                 {
                     "version": NGFF_VERSION,
                     "name": name,
-                    "axes": [
-                        {"name": "c", "type": "channel"},
-                        {"name": "y", **spatial},
-                        {"name": "x", **spatial},
-                    ],
+                    "axes": cyx_axes(unit),
                     "datasets": [
                         {
                             "path": "0",

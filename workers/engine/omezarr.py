@@ -141,6 +141,12 @@ def chunk_boxes(size: tuple[int, int], chunk_px: int) -> list[Box]:
     ]
 
 
+def cyx_axes(unit: str | None) -> list[dict[str, str]]:
+    """NGFF axes ``c, y, x``, the spatial ones in ``unit`` when it is known."""
+    spatial = {"type": "space", **({"unit": unit} if unit else {})}
+    return [{"name": "c", "type": "channel"}, {"name": "y", **spatial}, {"name": "x", **spatial}]
+
+
 def write_metadata(
     path: Path,
     name: str,
@@ -151,7 +157,6 @@ def write_metadata(
     """Write NGFF 0.4 ``multiscales`` and ``omero`` attributes plus our provenance."""
     mpp_x, mpp_y = mpp
     unit = "micrometer" if mpp_x and mpp_y else None
-    spatial = {"type": "space", **({"unit": unit} if unit else {})}
     datasets = []
     for level in range(len(sizes)):
         datasets.append(
@@ -171,11 +176,7 @@ def write_metadata(
             {
                 "version": NGFF_VERSION,
                 "name": name,
-                "axes": [
-                    {"name": "c", "type": "channel"},
-                    {"name": "y", **spatial},
-                    {"name": "x", **spatial},
-                ],
+                "axes": cyx_axes(unit),
                 "datasets": datasets,
                 "type": "mean",
                 "metadata": {"method": "2x2 block mean", "description": "NGFF 0.4"},
