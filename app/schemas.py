@@ -62,7 +62,7 @@ class JobCreate(BaseModel):
         "input and output against it, after registering the two",
     )
     min_confidence: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="auto: blur below this confidence is left alone"
+        default=0.6, ge=0.0, le=1.0, description="blur below this confidence is left alone"
     )
     region: list[int] | None = Field(
         default=None,

@@ -161,7 +161,8 @@ def route(store: Store, settings: Settings, job_id: str) -> list[int]:
         partial = paths.features.with_suffix(".partial.npy")
         np.save(partial, features)
         partial.replace(paths.features)
-        decide_cells(features, RoutingRules()).save(paths.blur_map)
+        rules = RoutingRules(min_confidence=params["min_confidence"])
+        decide_cells(features, rules).save(paths.blur_map)
     return _regions_todo(store, job_id, len(grid_from_params(params).regions))
 
 

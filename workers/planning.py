@@ -47,7 +47,7 @@ def plan_params(
     skip_background: bool = True,
     auto: bool = False,
     classify: bool = False,
-    min_confidence: float = 0.5,
+    min_confidence: float = 0.6,
 ) -> dict[str, Any]:
     """Validate a request against the slide and models; return the job's stored parameters.
 

@@ -108,9 +108,15 @@ def test_tile_routes_follow_the_blurred_cells_under_the_core() -> None:
 
 def test_low_confidence_blur_is_left_alone() -> None:
     unsure = blur_map([[DEFOCUS] * 4] * 4, confidence=0.55)
-    assert decide_tile(unsure, CELLS, Box(0, 0, 512, 512), RULES).route
-    strict = RoutingRules(min_confidence=0.6)
-    assert decide_tile(unsure, CELLS, Box(0, 0, 512, 512), strict).route == ()
+    assert decide_tile(unsure, CELLS, Box(0, 0, 512, 512), RoutingRules(min_confidence=0.5)).route
+    assert decide_tile(unsure, CELLS, Box(0, 0, 512, 512), RULES).route == ()  # default 0.6
+    probabilities = np.array([[[0.45, 0.5, 0.03, 0.02]] * 2])  # blurred, but only 0.55 sure
+    decided = decide_cells(features(probabilities, np.ones((1, 2))), RULES)
+    assert (decided.classes == IN_FOCUS).all()  # counted in focus in the map and qc
+    decided = decide_cells(
+        features(probabilities, np.ones((1, 2))), RoutingRules(min_confidence=0.5)
+    )
+    assert (decided.classes == DEFOCUS).all()
 
 
 class Brighter:

@@ -12,7 +12,9 @@ and magnification vary between slides and an absolute threshold would not hold:
 - otherwise a cell called blurred but as sharp as the reference (ratio >= ``veto_ratio``)
   is in focus, and a cell called in focus but far softer (ratio < ``rescue_ratio``) is
   blurred, of the blur class the classifier ranks highest;
-- with fewer than ``min_reference_cells`` cells called in focus, the classifier decides.
+- with fewer than ``min_reference_cells`` cells called in focus, the classifier decides;
+- blur decided with less than ``min_confidence`` (the job's; 0.6 by default) is left alone
+  and counted as in focus.
 
 A tile is restored when the confident blurred cells under its core cover at least
 ``min_blurred_share`` of it; its route is the class with the most weight (area times
@@ -58,7 +60,7 @@ class RoutingRules:
     rescue_ratio: float = 0.35
     separation: float = 1.25
     min_reference_cells: int = 8
-    min_confidence: float = 0.5
+    min_confidence: float = 0.6
     min_blurred_share: float = 0.125
     mixed_share: float = 0.3
 
@@ -105,6 +107,9 @@ def decide_cells(features: np.ndarray, rules: RoutingRules) -> BlurMap:
             blurred = (called_blurred & ~vetoed) | rescued
             confidence = np.where(vetoed, np.minimum(ratio, 1.0), confidence)
             confidence = np.where(rescued, 1.0 - ratio / rules.rescue_ratio / 2, confidence)
+    unsure = blurred & (confidence < rules.min_confidence)  # left alone: counted in focus
+    confidence = np.where(unsure, 1.0 - confidence, confidence)
+    blurred &= ~unsure
     classes = np.where(blurred, IN_FOCUS + blur_kind, IN_FOCUS)
     classes = np.where(tissue, classes, BACKGROUND).astype(np.uint8)
     classes = smooth_blur_kinds(classes, confidence)
