@@ -119,6 +119,20 @@ def _add_missing_columns(engine: Engine) -> None:
                     )
 
 
+def _upgraded_params(job: dict[str, Any]) -> dict[str, Any]:
+    """A job's parameters with the keys that releases before blur routing did not store."""
+    params: dict[str, Any] = job["params"]
+    if "models" in params:
+        return params
+    return {
+        "auto": False,
+        "classify": False,
+        "min_confidence": 0.6,
+        "models": [job["model"]],
+        **params,
+    }
+
+
 class Store:
     """Slides, jobs, regions and workers in one database."""
 
@@ -180,8 +194,10 @@ class Store:
             blocks = conn.execute(
                 sa.select(sa.func.count()).where(job_blocks.c.job_id == job_id)
             ).scalar()
+        record = dict(row)
         return {
-            **dict(row),
+            **record,
+            "params": _upgraded_params(record),
             "regions_done": int(done[0]),
             "tiles_done": int(done[1]),
             "blocks_done": int(blocks or 0),

@@ -82,3 +82,11 @@ def test_worker_heartbeats(store: Store) -> None:
     store.worker_heartbeat("w1", "CPUExecutionProvider")
     store.worker_heartbeat("w1", "CPUExecutionProvider")
     assert [w["hostname"] for w in store.live_workers(60)] == ["w1"]
+
+
+def test_a_job_stored_before_blur_routing_reads_with_its_model_as_the_chain(tmp_path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.add_job({"id": "old", "slide_id": "s", "model": "deblur-defocus", "params": {"scale": 1}})
+    params = store.get_job("old")["params"]
+    assert params["models"] == ["deblur-defocus"] and not params["auto"] and not params["classify"]
+    assert params["scale"] == 1
