@@ -16,9 +16,9 @@ import numpy as np
 
 from workers.engine.blurmap import CLASS_NAMES
 from workers.engine.classification import sharpness_under
-from workers.engine.pipeline import TileRecord
 from workers.engine.routing import TileDecision
 from workers.engine.sharpness import MEASURES
+from workers.engine.tile_source import TileRecord
 from workers.engine.tiling import TileGrid
 from workers.planning import cells_from_params
 

@@ -15,16 +15,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from workers.engine import omezarr, sharpness
-from workers.engine.blending import Accumulator, tile_window
+from workers.engine import omezarr
+from workers.engine.blending import Accumulator
 from workers.engine.geometry import Box
 from workers.engine.readers import SlideReader
 from workers.engine.thumbnails import read_thumbnail, resize
+from workers.engine.tile_source import TileRecord, TileSource, inside_weight
 from workers.engine.tiling import Tile, TileGrid
 from workers.engine.tissue import TissueMap, detect_tissue
 
 TISSUE_THUMBNAIL_PX = 2048
-MEASURE_PX = 256
 MIN_TISSUE_FRACTION = 0.01
 
 
@@ -106,16 +106,6 @@ class Chain:
 
 class JobCancelled(Exception):
     """Raised inside a region when the job was cancelled meanwhile."""
-
-
-@dataclass(frozen=True)
-class TileRecord:
-    """What happened to one tile owned by a region (sharpness measured where restored)."""
-
-    index: int
-    restored: bool
-    sharpness_before: dict[str, float] | None = None
-    sharpness_after: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -233,7 +223,9 @@ def restore_region(
                 used = tile.core if box is None else box.intersect(tile.core) or tile.core
                 if box is not None:
                     restored = source.place(tile, box, restored)
-                weight = source.window if box is None else source.window * _inside(tile.core, used)
+                weight = (
+                    source.window if box is None else source.window * inside_weight(tile.core, used)
+                )
                 with clock("blend"):
                     accumulator.add(grid.output_box(tile.core), restored, weight)
                 if tile.index in owned:
@@ -276,86 +268,6 @@ class StageClock:
         return RegionResult(restored, skipped, seconds, records, dict(self.stages))
 
 
-class TileSource:
-    """The pixels under a set of tiles, read once, cut into model inputs or copies."""
-
-    def __init__(self, grid: TileGrid, union: Box, pixels: np.ndarray) -> None:
-        self.grid, self.union, self.pixels = grid, union, pixels
-        core = grid.tiles[0].core
-        scale = grid.scale
-        self.window = tile_window(core.height * scale, core.width * scale, grid.overlap_px * scale)
-
-    def model_input(self, tiles: list[Tile], halo_px: int, sources: list[Box | None]) -> np.ndarray:
-        """Float32 NCHW batch in [0, 1]: each tile's core plus ``halo_px`` of context.
-
-        A tile with a source box gets that box instead, with ``halo_px`` mirrored around it,
-        so a model that estimates its PSF from its whole input sees only that box (and
-        spends no time on the rest of the tile).
-        """
-        crops = []
-        for tile, box in zip(tiles, sources, strict=True):
-            if box is None:
-                crop = self.pixels[tile.core.expand(halo_px).relative_to(self.union).slices()]
-            else:
-                pad = ((halo_px, halo_px), (halo_px, halo_px), (0, 0))
-                crop = np.pad(self.pixels[box.relative_to(self.union).slices()], pad, "symmetric")
-            crops.append(np.moveaxis(crop, 2, 0))
-        return np.stack(crops).astype(np.float32) / 255.0
-
-    def trimmed(self, box: Box | None) -> Box | None:
-        """A source box without edge strips much sharper than its middle."""
-        if box is None:
-            return None
-        rows, cols = sharpness.soft_core(self.original(box))
-        return Box(
-            box.x + cols.start, box.y + rows.start, cols.stop - cols.start, rows.stop - rows.start
-        )
-
-    def place(self, tile: Tile, box: Box, restored: np.ndarray) -> np.ndarray:
-        """A prediction over ``box`` laid into a core-sized array (zero outside the box)."""
-        core = np.zeros((tile.core.height, tile.core.width, restored.shape[2]), np.float32)
-        inside = box.intersect(tile.core)
-        if inside is not None:
-            core[inside.relative_to(tile.core).slices()] = restored[
-                inside.relative_to(box).slices()
-            ]
-        return core
-
-    def original(self, box: Box) -> np.ndarray:
-        """The input pixels of a level-0 box inside the union."""
-        return self.pixels[box.relative_to(self.union).slices()]
-
-    def crop_halo(self, prediction: np.ndarray, halo_px: int) -> np.ndarray:
-        """A (channels, rows, cols) prediction as (rows, cols, channels) without its halo."""
-        halo = halo_px * self.grid.scale
-        if halo:
-            prediction = prediction[:, halo:-halo, halo:-halo]
-        return np.moveaxis(prediction, 0, 2)
-
-    def record(self, tile: Tile, used: Box, restored: np.ndarray) -> TileRecord:
-        """A restored tile's record: sharpness before and after where its output is used.
-
-        Measured on the central ``MEASURE_PX`` square of that box, which keeps measuring a
-        small share of restoring.
-        """
-        area = _central(used, MEASURE_PX)
-        before = self.pixels[area.relative_to(self.union).slices()]
-        scaled = area.relative_to(tile.core).scaled(self.grid.scale)
-        after = np.clip(restored[scaled.slices()], 0.0, 1.0)
-        return TileRecord(
-            tile.index,
-            True,
-            sharpness.measure(before).as_dict(),
-            sharpness.measure(after).as_dict(),
-        )
-
-    def copy_through(self, tile: Tile) -> np.ndarray:
-        """A background tile's core as it is (resized by the scale), in [0, 1]."""
-        core = self.grid.output_box(tile.core)
-        pixels = self.pixels[tile.core.relative_to(self.union).slices()]
-        return resize(pixels, (core.width, core.height)).astype(np.float32) / 255.0
-
-
 ALIGN_PX = 256  # level-0 alignment of a partly rewritten region (even at every level it owns)
 
 
@@ -369,21 +281,6 @@ def _aligned(box: Box, area: Box, region: Box) -> Box:
     inside = grown.intersect(region)
     assert inside is not None
     return inside
-
-
-def _central(box: Box, side_px: int) -> Box:
-    """The central square of at most ``side_px`` of a box."""
-    width, height = min(box.width, side_px), min(box.height, side_px)
-    return Box(box.x + (box.width - width) // 2, box.y + (box.height - height) // 2, width, height)
-
-
-def _inside(core: Box, box: Box) -> np.ndarray:
-    """1 where a core's pixels lie in ``box``, else 0 (rows, cols)."""
-    weight = np.zeros((core.height, core.width), dtype=np.float32)
-    inside = box.intersect(core)
-    if inside is not None:
-        weight[inside.relative_to(core).slices()] = 1.0
-    return weight
 
 
 def _bounding_box(boxes: list[Box]) -> Box:
