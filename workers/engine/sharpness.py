@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from models.training import metrics
+
 MEASURES = ("laplacian_var", "tenengrad", "hf_share")
 PRESMOOTH_SIGMA_PX = 0.7
 HIGH_FREQUENCY = 0.25  # cycles per pixel
@@ -42,28 +44,18 @@ def grey(pixels: np.ndarray) -> np.ndarray:
 
 
 def measure(pixels: np.ndarray) -> Sharpness:
-    """Sharpness of an image (uint8 or float in [0, 1], grey or RGB)."""
+    """Sharpness of an image (uint8 or float in [0, 1], grey or RGB).
+
+    The measures are the training library's (``models.training.metrics``), taken on the
+    pre-smoothed grey level and, but for the share, divided by its variance.
+    """
     image = ndimage.gaussian_filter(grey(pixels), PRESMOOTH_SIGMA_PX, mode="reflect")
     variance = max(float(image.var()), MIN_VARIANCE)
-    laplacian = ndimage.laplace(image, mode="reflect")
-    gx = ndimage.sobel(image, axis=1, mode="reflect")
-    gy = ndimage.sobel(image, axis=0, mode="reflect")
     return Sharpness(
-        laplacian_var=float(laplacian.var()) / variance,
-        tenengrad=float(np.mean(gx * gx + gy * gy)) / variance,
-        hf_share=high_frequency_share(image),
+        laplacian_var=metrics.laplacian_variance(image) / variance,
+        tenengrad=metrics.tenengrad(image) / variance,
+        hf_share=metrics.high_frequency_share(image, HIGH_FREQUENCY),
     )
-
-
-def high_frequency_share(image: np.ndarray) -> float:
-    """Share of the (mean-removed) power spectrum above ``HIGH_FREQUENCY`` cycles per pixel."""
-    power = np.abs(np.fft.rfft2(image - image.mean())) ** 2
-    fy = np.fft.fftfreq(image.shape[0])[:, None]
-    fx = np.fft.rfftfreq(image.shape[1])[None, :]
-    total = float(power.sum())
-    if total <= 0.0:
-        return 0.0
-    return float(power[np.hypot(fy, fx) > HIGH_FREQUENCY].sum()) / total
 
 
 def soft_core(pixels: np.ndarray, strip_px: int = 64, factor: float = 1.6) -> tuple[slice, slice]:
