@@ -14,40 +14,27 @@ sharpness) on each image as if it were uploaded alone, and prints:
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.manifest import load_manifest
 from models.registry import InstalledModel
 from models.runtime import OnnxClassifier, OnnxModel
 from models.training import degradations as deg
 from models.training.data import discover_images, is_held_out
+from tests.engine.fakes import ArrayReader
 from workers.engine import pipeline
 from workers.engine.blurmap import IN_FOCUS, CellGrid
 from workers.engine.classification import assemble_features, classify_block
 from workers.engine.geometry import Box
-from workers.engine.readers import SlideInfo, open_slide
+from workers.engine.readers import open_slide
 from workers.engine.routing import RoutingRules, decide_cells
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CELL_PX, BLOCK_CELLS = 256, 8
-
-
-class ArrayReader:
-    """An image in memory, read like a slide."""
-
-    def __init__(self, pixels: np.ndarray) -> None:
-        self.pixels = pixels
-        h, w = pixels.shape[:2]
-        self.info = SlideInfo(w, h, [(w, h)], [1.0], None, None, "array", "array")
-
-    def read_region(self, l0_xy, level, size) -> np.ndarray:
-        x, y = l0_xy
-        return self.pixels[y : y + size[1], x : x + size[0]].copy()
-
-    def close(self) -> None:
-        pass
 
 
 def load(path: Path) -> np.ndarray:

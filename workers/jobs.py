@@ -148,8 +148,9 @@ def run_region(store: Store, settings: Settings, job_id: str, region_index: int)
     grid = grid_from_params(params)
     if region_index not in store.done_regions(job_id):
         paths = job_paths(settings, job_id)
-        decisions = _decisions(paths, params, grid, region_index)
-        plan = _plan(settings, paths, params, decisions)
+        blur_map = BlurMap.load(paths.blur_map) if params["classify"] else None
+        decisions = _decisions(blur_map, params, grid, region_index)
+        plan = _plan(settings, paths, params, blur_map, decisions)
         if job["provider"] is None:
             store.update_job(job_id, provider=_model(settings, params["models"][0]).provider)
         try:
@@ -179,12 +180,11 @@ def run_region(store: Store, settings: Settings, job_id: str, region_index: int)
 
 
 def _decisions(
-    paths: JobPaths, params: dict[str, Any], grid: TileGrid, region_index: int
+    blur_map: BlurMap | None, params: dict[str, Any], grid: TileGrid, region_index: int
 ) -> dict[int, TileDecision] | None:
     """Routing's decision for each tile of the region, when the job has a blur map."""
-    if not params["classify"]:
+    if blur_map is None:
         return None
-    blur_map = BlurMap.load(paths.blur_map)
     cells = cells_from_params(params)
     rules = RoutingRules(min_confidence=params["min_confidence"])
     tiles = grid.tiles_touching(grid.regions[region_index])
@@ -195,14 +195,14 @@ def _plan(
     settings: Settings,
     paths: JobPaths,
     params: dict[str, Any],
+    blur_map: BlurMap | None,
     decisions: dict[int, TileDecision] | None,
 ) -> pipeline.TilePlan:
     """Routed restorers for ``auto``, else the job's chain on every tissue tile."""
-    if params["auto"] and decisions is not None:
+    if params["auto"] and blur_map is not None and decisions is not None:
         routes = {d.route for d in decisions.values() if d.route}
         restorers = {r: _chain(settings, list(r)) for r in routes}
         rules = RoutingRules(min_confidence=params["min_confidence"])
-        blur_map = BlurMap.load(paths.blur_map)
         cells = cells_from_params(params)
         return RoutedPlan(decisions, restorers, blur_map, cells, rules, input_in_output=True)
     tissue = TissueMap.load(paths.tissue) if paths.tissue.exists() else None

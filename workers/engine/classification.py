@@ -31,6 +31,9 @@ FEATURES = (
     *sharpness.MEASURES,
 )
 MIN_CELL_TISSUE = 0.25
+PROBABILITIES = slice(FEATURES.index("p_in_focus"), FEATURES.index("p_mixed") + 1)
+EXTENT = FEATURES.index("extent")
+_SHARPNESS = slice(FEATURES.index(sharpness.MEASURES[0]), None)
 
 
 class BlurClassifier(Protocol):
@@ -126,7 +129,7 @@ def classify_block(
                 continue
             probe = _choose_probe(pixels, union, probe_boxes(cell, probe_px), tissue)
             values[i, j, 0] = fraction
-            values[i, j, 6:] = list(sharpness.measure(probe).as_dict().values())
+            values[i, j, _SHARPNESS] = list(sharpness.measure(probe).as_dict().values())
             probes.append(probe)
             where.append((i, j))
     for start in range(0, len(probes), batch_size):
@@ -136,8 +139,8 @@ def classify_block(
         for (i, j), p, e in zip(
             where[start : start + batch_size], probabilities, extent, strict=True
         ):
-            values[i, j, 1:5] = p
-            values[i, j, 5] = e
+            values[i, j, PROBABILITIES] = p
+            values[i, j, EXTENT] = e
     return BlockFeatures(values)
 
 

@@ -37,7 +37,7 @@ from workers.engine.blurmap import (
     BlurMap,
     CellGrid,
 )
-from workers.engine.classification import FEATURES
+from workers.engine.classification import EXTENT, FEATURES, PROBABILITIES
 from workers.engine.geometry import Box
 from workers.engine.pipeline import Restorer
 from workers.engine.tiling import Tile
@@ -47,8 +47,6 @@ AUTO_ROUTES: dict[int, tuple[str, ...]] = {
     MOTION: ("deblur-motion",),
     MIXED: ("deblur-motion", "deblur-defocus"),
 }
-_P = slice(FEATURES.index("p_in_focus"), FEATURES.index("p_mixed") + 1)
-_EXTENT = FEATURES.index("extent")
 _TENENGRAD = FEATURES.index("tenengrad")
 
 
@@ -77,7 +75,7 @@ class TileDecision:
 
 def decide_cells(features: np.ndarray, rules: RoutingRules) -> BlurMap:
     """Each cell's class, confidence and extent from the features of the whole area."""
-    probabilities = np.nan_to_num(features[..., _P], nan=0.0)
+    probabilities = np.nan_to_num(features[..., PROBABILITIES], nan=0.0)
     tissue = ~np.isnan(features[..., 0])
     p_focus = probabilities[..., 0]
     blur_kind = 1 + np.argmax(probabilities[..., 1:], axis=-1)  # 1 defocus, 2 motion, 3 mixed
@@ -113,7 +111,7 @@ def decide_cells(features: np.ndarray, rules: RoutingRules) -> BlurMap:
     classes = np.where(blurred, IN_FOCUS + blur_kind, IN_FOCUS)
     classes = np.where(tissue, classes, BACKGROUND).astype(np.uint8)
     classes = smooth_blur_kinds(classes, confidence)
-    extent = np.where(tissue & blurred, np.nan_to_num(features[..., _EXTENT]), 0.0)
+    extent = np.where(tissue & blurred, np.nan_to_num(features[..., EXTENT]), 0.0)
     return BlurMap(classes, np.where(tissue, confidence, 0.0).astype(np.float32), extent)
 
 
