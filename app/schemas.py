@@ -71,7 +71,10 @@ class JobCreate(BaseModel):
         description="[x, y, width, height] in level-0 pixels; default the whole slide",
     )
     tile_px: int | None = Field(default=None, description="core tile size; default the model's")
-    overlap_px: int | None = Field(default=None, description="overlap between tile cores")
+    overlap_px: int | None = Field(
+        default=None,
+        description="no longer used: must be 0 or absent (tiles abut; each model sees its halo)",
+    )
     skip_background: bool = Field(default=True, description="copy background tiles through")
 
 

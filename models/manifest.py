@@ -55,8 +55,15 @@ class ModelManifest(BaseModel):
     in_channels: int = 3
     out_channels: int = 3
     scale: int = Field(default=1, ge=1, le=8)
-    tile_px: int = Field(default=512, ge=16, description="core tile size the model wants")
-    halo_px: int = Field(default=16, ge=0, description="context each side, cropped after")
+    tile_px: int = Field(
+        default=512, ge=16, description="core tile size the server runs (input px)"
+    )
+    halo_px: int = Field(
+        default=16,
+        ge=0,
+        description="context each side, cropped after: the model's receptive field "
+        "(models.receptive_field measures it)",
+    )
     size_multiple: int = Field(
         default=1, ge=1, description="input height and width must be multiples of this"
     )

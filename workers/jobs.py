@@ -172,7 +172,7 @@ def run_region(store: Store, settings: Settings, job_id: str, region_index: int)
         store.mark_region_done(
             job_id,
             region_index,
-            grid.owned_tile_count(region_index),
+            len(grid.tiles_of(region_index)),
             result.tiles_restored,
             result.seconds,
         )
@@ -187,7 +187,7 @@ def _decisions(
         return None
     cells = cells_from_params(params)
     rules = RoutingRules(min_confidence=params["min_confidence"])
-    tiles = grid.tiles_touching(grid.regions[region_index])
+    tiles = grid.tiles_of(region_index)
     return {t.index: decide_tile(blur_map, cells, t.core, rules) for t in tiles}
 
 

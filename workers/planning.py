@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from models.manifest import ModelManifest
@@ -14,7 +15,6 @@ from workers.errors import InvalidInput
 from workers.settings import Settings
 
 MIN_TILE_PX, MAX_TILE_PX = 32, 4096
-DEFAULT_OVERLAP_PX = 32
 AUTO = "auto"
 CLASSIFIER = "blur-classifier"
 
@@ -35,6 +35,16 @@ def _scale(chain: list[ModelManifest]) -> int:
     if any(m.scale != 1 for m in chain[:-1]):
         raise InvalidInput("only the last model of a chain may change the image size")
     return chain[-1].scale
+
+
+def _region_px(target_px: int, tile_px: int, scale: int, chunk_px: int) -> int:
+    """Input pixels per side of a region: whole tiles, about ``target_px`` output pixels.
+
+    The region's output side is a multiple of the chunk, so regions never share a chunk.
+    """
+    tiles = max(1, target_px // (tile_px * scale))
+    step = chunk_px // math.gcd(chunk_px, scale)
+    return -(-tile_px * tiles // step) * step
 
 
 def plan_params(
@@ -65,20 +75,21 @@ def plan_params(
     tile = tile_px or min(m.tile_px for m in manifests)
     if not MIN_TILE_PX <= tile <= MAX_TILE_PX:
         raise InvalidInput(f"tile_px must be between {MIN_TILE_PX} and {MAX_TILE_PX}")
-    overlap = DEFAULT_OVERLAP_PX if overlap_px is None else overlap_px
-    if not 0 <= overlap <= tile // 2:
-        raise InvalidInput("overlap_px must be between 0 and half of tile_px")
+    if overlap_px:
+        raise InvalidInput(
+            "overlap_px is no longer used: tiles abut and each model sees its halo_px of "
+            "context (its receptive field) around every tile, so leave overlap_px out or 0"
+        )
     if not 0.0 <= min_confidence <= 1.0:
         raise InvalidInput("min_confidence must be between 0 and 1")
     chunk = settings.chunk_px
-    region_px = max(settings.region_px, -(-tile // chunk) * chunk)
     cell_px = 1 << (min(settings.blur_cell_px, tile).bit_length() - 1)
     scale = 1 if auto else _scale(manifests)
+    region_px = _region_px(settings.region_px, tile, scale, chunk)
     levels = len(pyramid_sizes(area.width * scale, area.height * scale))
     return {
         "area": [area.x, area.y, area.width, area.height],
         "tile_px": tile,
-        "overlap_px": overlap,
         "halo_px": max(m.halo_px for m in manifests),
         "region_px": region_px,
         "scale": scale,
@@ -99,7 +110,6 @@ def grid_from_params(params: dict[str, Any]) -> TileGrid:
     return TileGrid(
         area=Box(*params["area"]),
         tile_px=params["tile_px"],
-        overlap_px=params["overlap_px"],
         halo_px=params["halo_px"],
         region_px=params["region_px"],
         scale=params["scale"],

@@ -180,8 +180,8 @@ class TaskConfig:
     margin_px: int
     batch: int
     lr: float
-    tile_px: int
-    halo_px: int
+    tile_px: int  # serving tile: input ratio (tile + 2 halo)^2 / tile^2 <= 1.2, memory < 1.5 GiB
+    halo_px: int  # the receptive field, measured by models.receptive_field
     transpose: bool
     data: list[str]
     sample: Callable[[np.random.Generator], Any]
@@ -239,8 +239,8 @@ TASKS: dict[str, TaskConfig] = {
         margin_px=24,
         batch=8,
         lr=1e-3,
-        tile_px=512,
-        halo_px=64,
+        tile_px=1024,
+        halo_px=120,
         transpose=False,
         data=HE_DATA,
         sample=sample_motion,
@@ -265,8 +265,8 @@ TASKS: dict[str, TaskConfig] = {
         margin_px=32,
         batch=8,
         lr=1e-3,
-        tile_px=512,
-        halo_px=32,
+        tile_px=1024,
+        halo_px=40,
         transpose=True,
         data=HE_DATA,
         sample=sample_defocus,
@@ -296,7 +296,7 @@ TASKS: dict[str, TaskConfig] = {
         margin_px=16,
         batch=16,
         lr=5e-4,
-        tile_px=128,
+        tile_px=512,
         halo_px=8,
         transpose=True,
         data=HE_DATA,
@@ -322,7 +322,7 @@ TASKS: dict[str, TaskConfig] = {
         margin_px=8,
         batch=16,
         lr=1e-3,
-        tile_px=256,
+        tile_px=512,
         halo_px=16,
         transpose=False,
         data=FLUO_DATA,

@@ -106,7 +106,7 @@ def upload(client: httpx.Client, path: Path, name: str | None = None) -> httpx.R
         return client.post("/v1/slides", files={"file": (name or path.name, handle)})
 
 
-SLOW_JOB = {"model": "blur3x3", "tile_px": 32, "overlap_px": 8, "skip_background": False}
+SLOW_JOB = {"model": "blur3x3", "tile_px": 32, "skip_background": False}
 
 
 def start_slow_job(client: httpx.Client, slide_id: str, model: str = "blur3x3") -> dict:

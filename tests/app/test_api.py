@@ -116,7 +116,8 @@ def test_models_are_listed(client: httpx.Client) -> None:
     [
         ({"model": "deblur-nothing"}, 422, "not installed"),
         ({"model": "identity", "region": [1000, 1000, 900, 10]}, 422, "outside the slide"),
-        ({"model": "identity", "tile_px": 100, "overlap_px": 80}, 422, "overlap_px"),
+        ({"model": "identity", "tile_px": 100, "overlap_px": 16}, 422, "overlap_px"),
+        ({"model": "identity", "tile_px": 8}, 422, "tile_px"),
     ],
 )
 def test_bad_job_requests(client: httpx.Client, slide: dict, body, status, text) -> None:
@@ -159,7 +160,6 @@ def test_convolution_job_equals_whole_image_convolution(
         "model": "blur3x3",
         "skip_background": False,
         "tile_px": 192,
-        "overlap_px": 24,
     }
     job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"])
     assert job["state"] == "completed", job["error"]

@@ -24,13 +24,13 @@ def noise_image() -> np.ndarray:
 
 
 def test_identity_model_reproduces_the_input_exactly(tmp_path: Path, noise_image) -> None:
-    grid = TileGrid(Box(0, 0, 900, 700), tile_px=128, overlap_px=32, halo_px=8, region_px=256)
+    grid = TileGrid(Box(0, 0, 900, 700), tile_px=128, halo_px=8, region_px=256)
     out = run_all_regions(ArrayReader(noise_image), Identity(), grid, tmp_path / "o.zarr")
     assert np.array_equal(out, noise_image)
 
 
 def test_tiled_convolution_equals_whole_image_convolution(tmp_path: Path, noise_image) -> None:
-    grid = TileGrid(Box(0, 0, 900, 700), tile_px=128, overlap_px=32, halo_px=4, region_px=256)
+    grid = TileGrid(Box(0, 0, 900, 700), tile_px=128, halo_px=4, region_px=256)
     out = run_all_regions(ArrayReader(noise_image), Blur(), grid, tmp_path / "o.zarr")
     reference = whole_image_blur(noise_image)
     difference = np.abs(out.astype(float) - reference)[1:-1, 1:-1]
@@ -38,10 +38,10 @@ def test_tiled_convolution_equals_whole_image_convolution(tmp_path: Path, noise_
 
 
 @pytest.mark.parametrize(("halo_px", "exact"), [(0, False), (4, True)])
-def test_halo_hides_tile_edges_even_without_overlap(
+def test_halo_hides_the_edges_of_abutting_tiles(
     tmp_path: Path, noise_image, halo_px, exact
 ) -> None:
-    grid = TileGrid(Box(0, 0, 900, 700), tile_px=128, overlap_px=0, halo_px=halo_px, region_px=256)
+    grid = TileGrid(Box(0, 0, 900, 700), tile_px=128, halo_px=halo_px, region_px=256)
     out = run_all_regions(ArrayReader(noise_image), Blur(), grid, tmp_path / "o.zarr")
     error = np.abs(out.astype(float) - whole_image_blur(noise_image))[1:-1, 1:-1].max()
     assert (error <= 1) == exact
@@ -49,7 +49,7 @@ def test_halo_hides_tile_edges_even_without_overlap(
 
 def test_region_of_interest_and_x2_scale(tmp_path: Path, noise_image) -> None:
     area = Box(100, 50, 300, 260)
-    grid = TileGrid(area, tile_px=96, overlap_px=16, halo_px=2, region_px=128, scale=2)
+    grid = TileGrid(area, tile_px=96, halo_px=2, region_px=128, scale=2)
     out = run_all_regions(ArrayReader(noise_image), NearestX2(), grid, tmp_path / "o.zarr")
     crop = noise_image[50:310, 100:400]
     assert out.shape == (520, 600, 3)
@@ -69,7 +69,7 @@ def test_background_tiles_are_copied_through_without_the_model(tmp_path: Path) -
             Counting.calls += len(batch)
             return batch * 0.0  # visible wherever the model ran
 
-    grid = TileGrid(Box(0, 0, 800, 600), tile_px=64, overlap_px=8, halo_px=0, region_px=256)
+    grid = TileGrid(Box(0, 0, 800, 600), tile_px=64, halo_px=0, region_px=256)
     out = run_all_regions(reader, Counting(), grid, tmp_path / "o.zarr", tissue)
     assert 0 < Counting.calls < len(grid.tiles)
     white = (image.min(axis=2) > 235)[:, :, None]
@@ -78,7 +78,7 @@ def test_background_tiles_are_copied_through_without_the_model(tmp_path: Path) -
 
 
 def test_cancellation_stops_between_batches(tmp_path: Path, noise_image) -> None:
-    grid = TileGrid(Box(0, 0, 900, 700), tile_px=128, overlap_px=32, halo_px=0, region_px=512)
+    grid = TileGrid(Box(0, 0, 900, 700), tile_px=128, halo_px=0, region_px=512)
     omezarr.create_store(tmp_path / "o.zarr", 900, 700, 128)
     with pytest.raises(pipeline.JobCancelled):
         pipeline.restore_region(

@@ -146,7 +146,7 @@ def test_routed_output_replaces_only_blurred_cells_without_a_seam(tmp_path) -> N
     classes = np.full(cells.shape, IN_FOCUS, dtype=np.uint8)
     classes[1:3, 2:4] = DEFOCUS  # a 256 px blurred square at x 256-512, y 128-384
     found = blur_map(classes.tolist())
-    grid = TileGrid(cells.area, tile_px=256, overlap_px=32, halo_px=16, region_px=1024)
+    grid = TileGrid(cells.area, tile_px=256, halo_px=16, region_px=1024)
     decisions = {t.index: decide_tile(found, cells, t.core, RULES) for t in grid.tiles}
     model = Brighter()
     plan = RoutedPlan(decisions, {("deblur-defocus",): model}, found, cells, RULES, ramp_px=32)

@@ -1,29 +1,10 @@
-"""Seamless blending of overlapping tile predictions with normalised raised-cosine weights."""
+"""Tile predictions laid into a region's output, optionally weighted, normalised at the end."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from workers.engine.geometry import Box
-
-
-def ramp(length: int, overlap_px: int) -> np.ndarray:
-    """1-D weights: raised-cosine ramps of ``overlap_px`` at both ends, 1 in between.
-
-    Weights never reach zero, so every pixel has a positive total weight.
-    """
-    weights = np.ones(length, dtype=np.float32)
-    n = min(overlap_px, length // 2)
-    if n > 0:
-        rising = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n, dtype=np.float32) + 0.5) / n)
-        weights[:n] = rising
-        weights[length - n :] = rising[::-1]
-    return weights
-
-
-def tile_window(height: int, width: int, overlap_px: int) -> np.ndarray:
-    """2-D blending weights (rows, cols) of a tile core."""
-    return np.outer(ramp(height, overlap_px), ramp(width, overlap_px))
 
 
 class Accumulator:
@@ -34,13 +15,20 @@ class Accumulator:
         self.total = np.zeros((box.height, box.width, channels), dtype=np.float32)
         self.weight = np.zeros((box.height, box.width), dtype=np.float32)
 
-    def add(self, core: Box, prediction: np.ndarray, window: np.ndarray) -> None:
-        """Blend ``prediction`` (rows, cols, channels) placed at ``core`` (output pixels)."""
+    def add(self, core: Box, prediction: np.ndarray, window: np.ndarray | None = None) -> None:
+        """Add ``prediction`` (rows, cols, channels) placed at ``core`` (output pixels).
+
+        ``window`` weighs it per pixel (rows, cols); None weighs every pixel 1.
+        """
         overlap = core.intersect(self.box)
         if overlap is None:
             return
         src = overlap.relative_to(core).slices()
         dst = overlap.relative_to(self.box).slices()
+        if window is None:
+            self.total[dst] += prediction[src]
+            self.weight[dst] += 1.0
+            return
         w = window[src]
         self.total[dst] += prediction[src] * w[..., None]
         self.weight[dst] += w

@@ -154,8 +154,13 @@ def _batches(items: list[Tile], size: int) -> Iterator[list[Tile]]:
 def _model_calls(
     group: list[Tile], sources: dict[int, Box | None], batch_size: int
 ) -> Iterator[list[Tile]]:
-    """Batches of whole tiles, then each tile with a source box on its own (its own size)."""
-    yield from _batches([t for t in group if sources[t.index] is None], batch_size)
+    """Batches of whole tiles of one size, then each tile with a source box on its own."""
+    sizes: dict[tuple[int, int], list[Tile]] = {}
+    for tile in group:
+        if sources[tile.index] is None:
+            sizes.setdefault((tile.core.width, tile.core.height), []).append(tile)
+    for same_size in sizes.values():
+        yield from _batches(same_size, batch_size)
     for tile in group:
         if sources[tile.index] is not None:
             yield [tile]
@@ -173,14 +178,12 @@ def restore_region(
 ) -> RegionResult:
     """Restore one region of the grid and write it to ``output`` (``levels`` pyramid levels).
 
-    Every tile whose core touches the region is run through its planned restorer (or
-    copied through), blended with normalised weights and cropped to the region, so the
-    result equals a single pass over the whole area. Tiles that are copied everywhere
-    they overlap come out bit-identical to the input.
+    Every tile the region owns is run once through its planned restorer (or copied
+    through) and laid into the region; copied tiles come out bit-identical to the input.
     """
     clock = StageClock()
     region = grid.regions[region_index]
-    tiles = grid.tiles_touching(region)
+    tiles = grid.tiles_of(region_index)
     out_box = grid.output_box(region)
     planned = [(t, plan.restorer_for(t)) for t in tiles]
     groups: dict[int, tuple[Restorer, list[Tile]]] = {}
@@ -188,8 +191,7 @@ def restore_region(
         if restorer is not None:
             groups.setdefault(id(restorer), (restorer, []))[1].append(tile)
     copied = [t for t, r in planned if r is None]
-    owned = {t.index for t in tiles if grid.owns(region, t)}
-    records = {i: TileRecord(i, False) for i in owned}
+    records = {t.index: TileRecord(t.index, False) for t in tiles}
     if not groups and plan.input_in_output:
         return clock.result(0, len(tiles), [records[i] for i in sorted(records)])
     if not groups:
@@ -223,20 +225,15 @@ def restore_region(
                 used = tile.core if box is None else box.intersect(tile.core) or tile.core
                 if box is not None:
                     restored = source.place(tile, box, restored)
-                weight = (
-                    source.window if box is None else source.window * inside_weight(tile.core, used)
-                )
+                weight = None if box is None else inside_weight(tile.core, used)
                 with clock("blend"):
                     accumulator.add(grid.output_box(tile.core), restored, weight)
-                if tile.index in owned:
-                    with clock("measure"):
-                        records[tile.index] = source.record(tile, used, restored)
+                with clock("measure"):
+                    records[tile.index] = source.record(tile, used, restored)
     with clock("blend"):
         if mask is None:
             for tile in copied:
-                accumulator.add(
-                    grid.output_box(tile.core), source.copy_through(tile), source.window
-                )
+                accumulator.add(grid.output_box(tile.core), source.copy_through(tile))
             pixels = accumulator.result()
         else:
             pixels = accumulator.result_over(source.original(target), mask)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from workers.engine import sharpness
-from workers.engine.blending import tile_window
 from workers.engine.geometry import Box
 from workers.engine.thumbnails import resize
 from workers.engine.tiling import Tile, TileGrid
@@ -30,9 +29,6 @@ class TileSource:
 
     def __init__(self, grid: TileGrid, union: Box, pixels: np.ndarray) -> None:
         self.grid, self.union, self.pixels = grid, union, pixels
-        core = grid.tiles[0].core
-        scale = grid.scale
-        self.window = tile_window(core.height * scale, core.width * scale, grid.overlap_px * scale)
 
     def model_input(self, tiles: list[Tile], halo_px: int, sources: list[Box | None]) -> np.ndarray:
         """Float32 NCHW batch in [0, 1]: each tile's core plus ``halo_px`` of context.

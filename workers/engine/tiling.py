@@ -1,10 +1,12 @@
-"""The one tiling implementation: tiles (core + halo) and chunk-aligned regions of an area.
+"""The one tiling implementation: chunk-aligned regions, and the tiles each region owns.
 
-Cores overlap by ``overlap_px`` so that blending hides seams; each read box adds
-``halo_px`` of context on every side, which the model sees and the blend discards.
-Regions split the work between tasks: each region's output is a disjoint, chunk-aligned
-box, and a region processes every tile whose core touches it, so its result equals what
-one pass over the whole area would give.
+Regions split the work between tasks: disjoint boxes of ``region_px`` from the area's
+corner. Each region is cut into abutting tile cores of ``tile_px`` from its own corner (a
+remainder shorter than half a tile joins the core before it), so every tile lies in
+exactly one region and runs exactly once. Each tile's model input adds ``halo_px`` of
+context on every side: at least the model's receptive field (stated in its manifest), so
+the core's output is what a pass over the whole slide would give there, and cores can
+abut without blending.
 """
 
 from __future__ import annotations
@@ -17,57 +19,42 @@ from workers.engine.geometry import Box
 
 @dataclass(frozen=True)
 class Tile:
-    """One model call: ``core`` is blended into the output, ``read`` is fed to the model."""
+    """One model call: ``core`` is written to the output, ``read`` is fed to the model."""
 
     index: int
+    region: int
     core: Box
     read: Box
 
 
-def axis_starts(length: int, core_px: int, overlap_px: int) -> list[int]:
-    """Start offsets of cores along one axis; the last core ends exactly at ``length``."""
-    if length <= core_px:
-        return [0]
-    stride = core_px - overlap_px
-    starts = list(range(0, length - core_px, stride))
-    starts.append(length - core_px)
-    return starts
+def axis_cores(length: int, tile_px: int) -> list[tuple[int, int]]:
+    """(start, size) of abutting cores along one axis of ``length``.
+
+    Cores start at multiples of ``tile_px``; a last piece shorter than half a tile is
+    added to the core before it instead of becoming a thin tile of its own.
+    """
+    starts = list(range(0, length, tile_px))
+    if len(starts) > 1 and length - starts[-1] < tile_px // 2:
+        starts.pop()
+    ends = [*starts[1:], length]
+    return [(start, end - start) for start, end in zip(starts, ends, strict=True)]
 
 
 @dataclass(frozen=True)
 class TileGrid:
-    """Overlapping tiles over ``area`` (level-0 pixels) and the regions that own them."""
+    """Regions over ``area`` (level-0 pixels) and the abutting tiles that each one owns."""
 
     area: Box
     tile_px: int
-    overlap_px: int
     halo_px: int
     region_px: int
     scale: int = 1
 
     def __post_init__(self) -> None:
-        if not 0 <= self.overlap_px < self.tile_px:
-            raise ValueError("overlap_px must be >= 0 and smaller than tile_px")
+        if self.tile_px < 1 or self.halo_px < 0:
+            raise ValueError("tile_px must be positive and halo_px not negative")
         if self.region_px < self.tile_px:
             raise ValueError("region_px must be at least tile_px")
-
-    @property
-    def core_size(self) -> tuple[int, int]:
-        """Core (width, height); smaller than ``tile_px`` only for a small area."""
-        return min(self.tile_px, self.area.width), min(self.tile_px, self.area.height)
-
-    @cached_property
-    def tiles(self) -> list[Tile]:
-        """All tiles, row by row."""
-        core_w, core_h = self.core_size
-        xs = axis_starts(self.area.width, core_w, self.overlap_px)
-        ys = axis_starts(self.area.height, core_h, self.overlap_px)
-        tiles: list[Tile] = []
-        for y in ys:
-            for x in xs:
-                core = Box(self.area.x + x, self.area.y + y, core_w, core_h)
-                tiles.append(Tile(len(tiles), core, core.expand(self.halo_px)))
-        return tiles
 
     @cached_property
     def regions(self) -> list[Box]:
@@ -80,22 +67,29 @@ class TileGrid:
                 boxes.append(Box(self.area.x + x, self.area.y + y, width, height))
         return boxes
 
+    @cached_property
+    def tiles(self) -> list[Tile]:
+        """All tiles, region by region and row by row inside each region."""
+        tiles: list[Tile] = []
+        for index, region in enumerate(self.regions):
+            for y, height in axis_cores(region.height, self.tile_px):
+                for x, width in axis_cores(region.width, self.tile_px):
+                    core = Box(region.x + x, region.y + y, width, height)
+                    tiles.append(Tile(len(tiles), index, core, core.expand(self.halo_px)))
+        return tiles
+
+    @cached_property
+    def _first_tile(self) -> list[int]:
+        """Index of each region's first tile, and the tile count at the end."""
+        firsts = [0] * (len(self.regions) + 1)
+        for tile in self.tiles:
+            firsts[tile.region + 1] = tile.index + 1
+        return firsts
+
+    def tiles_of(self, region_index: int) -> list[Tile]:
+        """The tiles a region owns: their cores cover it exactly, without overlap."""
+        return self.tiles[self._first_tile[region_index] : self._first_tile[region_index + 1]]
+
     def output_box(self, box: Box) -> Box:
         """A level-0 box in output-array pixels (origin at the area's corner, times scale)."""
         return box.relative_to(self.area).scaled(self.scale)
-
-    def tiles_touching(self, region: Box) -> list[Tile]:
-        """Tiles whose core overlaps ``region``: all a region needs for an exact blend."""
-        return [tile for tile in self.tiles if tile.core.intersect(region) is not None]
-
-    @staticmethod
-    def owns(region: Box, tile: Tile) -> bool:
-        """Whether a tile's core centre lies in the region: each tile has one owner."""
-        return region.contains_point(
-            tile.core.x + tile.core.width / 2, tile.core.y + tile.core.height / 2
-        )
-
-    def owned_tile_count(self, region_index: int) -> int:
-        """Tiles whose core centre lies in the region: counts each tile exactly once."""
-        region = self.regions[region_index]
-        return sum(self.owns(region, t) for t in self.tiles)
