@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -149,7 +151,9 @@ def test_routed_output_replaces_only_blurred_cells_without_a_seam(tmp_path) -> N
     grid = TileGrid(cells.area, tile_px=256, halo_px=16, region_px=1024)
     decisions = {t.index: decide_tile(found, cells, t.core, RULES) for t in grid.tiles}
     model = Brighter()
-    plan = RoutedPlan(decisions, {("deblur-defocus",): model}, found, cells, RULES, ramp_px=32)
+    plan = RoutedPlan(
+        decisions, {("deblur-defocus",): model}, found, cells, RULES, ramp_px=32, grow_px=0
+    )
     omezarr.create_store(tmp_path / "o.zarr", 768, 512, 256)
     pipeline.restore_region(ArrayReader(image), plan, grid, 0, tmp_path / "o.zarr")
     out = omezarr.read_box(tmp_path / "o.zarr", Box(0, 0, 768, 512)).astype(int)
@@ -164,6 +168,39 @@ def test_routed_output_replaces_only_blurred_cells_without_a_seam(tmp_path) -> N
     assert steps.max() <= 4  # a 32 px ramp from the cells' edge: no seam
     seen = np.concatenate([b[:, :, 16:-16, 16:-16].ravel() for b in model.inputs])
     assert seen.min() >= 100 / 255  # only the blurred square (mirrored), never the sharp tissue
+
+
+def test_restoration_reaches_into_partly_blurred_cells_but_not_sharp_tissue(tmp_path) -> None:
+    from skimage import data
+
+    from models.training import degradations as deg
+    from tests.engine.fakes import ArrayReader
+    from workers.engine import omezarr, pipeline
+    from workers.engine.routing import RoutedPlan
+    from workers.engine.tiling import TileGrid
+
+    sharp = np.pad(data.immunohistochemistry(), ((0, 256), (0, 256), (0, 0)), "symmetric")
+    unit = sharp.astype(np.float32) / 255.0
+    blurred = np.rint(deg.convolve(unit, deg.defocus_psf(4.0, "disk")) * 255.0)
+    image = sharp.copy()
+    patch = (slice(200, 600), slice(150, 560))  # cells of 128: rows 1-4 and cols 1-4 partly
+    image[patch] = blurred[patch].astype(np.uint8)
+    cells = CellGrid(Box(0, 0, 768, 768), cell_px=128, block_cells=8)
+    classes = np.full(cells.shape, IN_FOCUS, dtype=np.uint8)
+    classes[2:4, 2:4] = DEFOCUS  # only the cells wholly inside the patch
+    found = blur_map(classes.tolist())
+    grid = TileGrid(cells.area, tile_px=768, halo_px=16, region_px=768)
+    rules = dataclasses.replace(RULES, min_blurred_share=0.1)  # 1/9 of this one big tile
+    decisions = {t.index: decide_tile(found, cells, t.core, rules) for t in grid.tiles}
+    plan = RoutedPlan(decisions, {("deblur-defocus",): Brighter()}, found, cells, rules)
+    omezarr.create_store(tmp_path / "o.zarr", 768, 768, 256)
+    pipeline.restore_region(ArrayReader(image), plan, grid, 0, tmp_path / "o.zarr")
+    out = omezarr.read_box(tmp_path / "o.zarr", Box(0, 0, 768, 768))
+    changed = np.any(out != image, axis=2)
+    assert changed[patch].mean() > 0.8  # the cells found cover 0.39 of the patch
+    outside = np.ones(changed.shape, dtype=bool)
+    outside[168:632, 118:592] = False  # the patch and one block (32 px) around it
+    assert not changed[outside].any()
 
 
 def test_a_lone_blur_kind_inside_another_takes_its_neighbours_kind() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from workers.engine.geometry import Box
 
@@ -41,11 +42,12 @@ class Accumulator:
         pixels: np.ndarray = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
         return pixels
 
-    def result_over(self, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """``original`` (uint8) with the blend laid over it by ``mask`` (0 keeps it exactly).
+    def result_over(self, original: np.ndarray, ramp_px: int) -> np.ndarray:
+        """``original`` (uint8) with the tiles laid over it where they reached.
 
-        Pixels no tile reached keep the original too; only the box the tiles reached is
-        computed.
+        Their weight rises from 0 at the edge of the reached area to 1 at ``ramp_px``
+        inside it; the box's own edges count as inside (the area may go on beyond them).
+        Pixels no tile reached keep the original exactly.
         """
         result: np.ndarray = original.copy()
         reached = self.weight > 0
@@ -53,9 +55,28 @@ class Accumulator:
         if not rows.size:
             return result
         box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-        weight = np.where(reached[box], mask[box], 0.0).astype(np.float32)[..., None]
+        window = tuple(  # the reached box and the ramp around it: all the ramp depends on
+            slice(max(s.start - ramp_px, 0), min(s.stop + ramp_px, n))
+            for s, n in zip(box, reached.shape, strict=True)
+        )
+        inner = np.zeros(reached.shape, dtype=np.float32)
+        inner[window] = _inner_ramp(reached[window], ramp_px)
+        weight = inner[box][..., None]
         blend = self.total[box] / np.maximum(self.weight[box], 1e-12)[..., None]
         base = original[box].astype(np.float32) / 255.0
         mixed = np.clip(np.rint((base + weight * (blend - base)) * 255.0), 0, 255)
         result[box] = np.where(weight > 0, mixed, original[box]).astype(np.uint8)
         return result
+
+
+def _inner_ramp(inside: np.ndarray, ramp_px: int) -> np.ndarray:
+    """Per pixel of ``inside``: distance to its outside over ``ramp_px``, at most 1.
+
+    The array's own edges are not an outside: it is padded with its edge values.
+    """
+    if ramp_px <= 0:
+        return inside.astype(np.float32)
+    padded = np.pad(inside, ramp_px, mode="edge")
+    distance = ndimage.distance_transform_edt(padded)[ramp_px:-ramp_px, ramp_px:-ramp_px]
+    ramp: np.ndarray = np.clip(distance / ramp_px, 0.0, 1.0).astype(np.float32)
+    return ramp

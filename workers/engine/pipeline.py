@@ -42,12 +42,25 @@ class TilePlan(Protocol):
     """Which restorer runs on each tile, on which pixels, and where its output is used.
 
     ``input_in_output``: the output already holds the input's pixels (written while
-    classifying), so a region without restored tiles needs no copy.
+    classifying), so a region without restored tiles needs no copy. ``overlay_ramp_px``:
+    None lays restored and copied tiles side by side, as one pass would; a number lays
+    the restored pixels over the input, rising from 0 at their edge over that many pixels.
+    ``grow_px``: how far a source box may grow to take in the blur around it.
     """
 
     @property
     def input_in_output(self) -> bool:
         """Whether the output already holds the input's pixels."""
+        ...
+
+    @property
+    def overlay_ramp_px(self) -> int | None:
+        """Ramp of restored pixels laid over the input, or None to lay tiles side by side."""
+        ...
+
+    @property
+    def grow_px(self) -> int:
+        """How far a source box grows before its sharp margins are trimmed."""
         ...
 
     def restorer_for(self, tile: Tile) -> Restorer | None:
@@ -58,13 +71,6 @@ class TilePlan(Protocol):
         """The part of the read box the model should see (the rest is mirrored from it)."""
         ...
 
-    def region_mask(self, region: Box) -> np.ndarray | None:
-        """Per pixel of a region, how much of the restored layer replaces the input.
-
-        None: restored and copied tiles blend together, as in a single pass.
-        """
-        ...
-
 
 @dataclass(frozen=True)
 class UniformPlan:
@@ -73,6 +79,8 @@ class UniformPlan:
     restorer: Restorer
     tissue: TissueMap | None = None
     input_in_output: bool = False
+    overlay_ramp_px: int | None = None
+    grow_px: int = 0
 
     def restorer_for(self, tile: Tile) -> Restorer | None:
         """The restorer, or None for background."""
@@ -82,10 +90,6 @@ class UniformPlan:
 
     def source_box(self, tile: Tile, read: Box) -> Box | None:
         """The model sees the whole read box."""
-        return None
-
-    def region_mask(self, region: Box) -> np.ndarray | None:
-        """Restored and copied tiles blend together."""
         return None
 
 
@@ -209,11 +213,14 @@ def restore_region(
     union = _bounding_box(reads)
     with clock("read"):
         source = TileSource(grid, union, read_padded(reader, union))
-    mask = plan.region_mask(target) if grid.scale == 1 else None
+    ramp_px = plan.overlay_ramp_px if grid.scale == 1 else None
     accumulator = Accumulator(out_box, channels=3)
     for restorer, group in groups.values():
         halo = min(getattr(restorer, "halo_px", grid.halo_px), grid.halo_px)
-        sources = {t.index: source.trimmed(plan.source_box(t, t.core.expand(halo))) for t in group}
+        sources: dict[int, Box | None] = {}
+        for tile in group:
+            read = tile.core.expand(halo)
+            sources[tile.index] = source.refined(plan.source_box(tile, read), read, plan.grow_px)
         for batch in _model_calls(group, sources, batch_size):
             if should_stop():
                 raise JobCancelled
@@ -231,12 +238,12 @@ def restore_region(
                 with clock("measure"):
                     records[tile.index] = source.record(tile, used, restored)
     with clock("blend"):
-        if mask is None:
+        if ramp_px is None:
             for tile in copied:
                 accumulator.add(grid.output_box(tile.core), source.copy_through(tile))
             pixels = accumulator.result()
         else:
-            pixels = accumulator.result_over(source.original(target), mask)
+            pixels = accumulator.result_over(source.original(target), ramp_px)
     with clock("write"):
         omezarr.write_levels(output, out_box, pixels, levels)
     ordered = [records[i] for i in sorted(records)]

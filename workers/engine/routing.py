@@ -164,12 +164,13 @@ def decide_tile(blur_map: BlurMap, cells: CellGrid, core: Box, rules: RoutingRul
 class RoutedPlan:
     """The restorer of each tile from its decision; only blurred cells take its output.
 
-    A restored tile's model sees the largest all-blurred rectangle of cells under its core
-    (the rest of its read box mirrored from it), because the deblurring models estimate
-    the PSF from their whole input and sharp tissue beside a blurred patch spoils that
-    estimate; its output counts only inside that rectangle. The restored tiles, blended
-    together, replace the input over the blurred cells, rising linearly over ``ramp_px``
-    from their edge inwards; sharp cells keep their pixels exactly.
+    A restored tile's model sees the largest all-blurred rectangle of cells under its core,
+    grown by up to a cell where the pixels are as blurred as the rectangle and trimmed of
+    margins that are sharper (to the 32 px block; the rest of its read box is mirrored from
+    it), because the deblurring models estimate the PSF from their whole input and sharp
+    tissue beside a blurred patch spoils that estimate. Its output counts only inside that
+    box, laid over the input with a weight rising linearly over ``ramp_px`` from the box's
+    edge inwards; pixels no restored box reaches keep their values exactly.
     """
 
     def __init__(
@@ -181,13 +182,15 @@ class RoutedPlan:
         rules: RoutingRules,
         ramp_px: int = 64,
         input_in_output: bool = False,
+        grow_px: int | None = None,
     ) -> None:
         self.input_in_output = input_in_output
         self.decisions = decisions
         self.restorers = restorers
         self.cells = cells
         self.blurred = (blur_map.classes > IN_FOCUS) & (blur_map.confidence >= rules.min_confidence)
-        self.ramp_px = ramp_px
+        self.overlay_ramp_px = ramp_px
+        self.grow_px = cells.cell_px if grow_px is None else grow_px
 
     def restorer_for(self, tile: Tile) -> Restorer | None:
         """The chain routing chose for the tile, or None."""
@@ -220,31 +223,3 @@ class RoutedPlan:
                             if area > best_area:
                                 best, best_area = (box.x, box.y, box.width, box.height), area
         return Box(*best)
-
-    def region_mask(self, region: Box) -> np.ndarray | None:
-        """1 over blurred cells (ramping up from 0 at their edge), 0 elsewhere."""
-        context = region.expand(self.ramp_px)
-        rows, cols = self.cells.cells_under(context)
-        cell = self.cells.cell_px
-        pixels = np.repeat(np.repeat(self.blurred[rows, cols], cell, 0), cell, 1)
-        origin = self.cells.cell_box(rows.start, cols.start)
-        offset = context.relative_to(origin)
-        pad_y0, pad_x0 = max(-offset.y, 0), max(-offset.x, 0)
-        pad_y1 = max(offset.bottom - pixels.shape[0], 0)
-        pad_x1 = max(offset.right - pixels.shape[1], 0)
-        pixels = np.pad(pixels, ((pad_y0, pad_y1), (pad_x0, pad_x1)), mode="edge")
-        y, x = offset.y + pad_y0, offset.x + pad_x0
-        pixels = pixels[y : y + context.height, x : x + context.width]
-        ramp = np.zeros(pixels.shape, dtype=np.float32)
-        rows_in, cols_in = np.nonzero(pixels.any(axis=1))[0], np.nonzero(pixels.any(axis=0))[0]
-        if rows_in.size:  # the distance transform only around the blurred cells
-            r = self.ramp_px + 1
-            window = (
-                slice(max(rows_in[0] - r, 0), rows_in[-1] + r + 1),
-                slice(max(cols_in[0] - r, 0), cols_in[-1] + r + 1),
-            )
-            distance = ndimage.distance_transform_edt(pixels[window])
-            ramp[window] = np.clip(distance / self.ramp_px, 0.0, 1.0)
-        r = self.ramp_px
-        mask: np.ndarray = ramp[r:-r, r:-r]
-        return mask

@@ -19,6 +19,7 @@ from models.training import metrics
 MEASURES = ("laplacian_var", "tenengrad", "hf_share")
 PRESMOOTH_SIGMA_PX = 0.7
 COARSE_SIGMA_PX = 2.5
+FLAT_STD = 0.015  # grey level in [0, 1]; JPEG noise on glass stays below it
 HIGH_FREQUENCY = 0.25  # cycles per pixel
 MIN_VARIANCE = 1e-6
 
@@ -64,7 +65,10 @@ def detail_ratio_map(pixels: np.ndarray, block_px: int = 32) -> np.ndarray:
 
     Blur has already removed the detail that the coarse smoothing (sigma 2.5 px) removes, so
     the ratio is near 1-2 on blurred tissue and several times higher on sharp tissue, for any
-    stain's contrast. Blocks are whole; a remainder at the right or bottom is left out.
+    stain's contrast. Blocks without texture (grey standard deviation below
+    ``FLAT_STD``: glass, a constant border) get infinity: they are not blurred tissue, and
+    a deblurring model collapses on them. Blocks are whole; a remainder at the right or
+    bottom is left out.
     """
     image = grey(pixels)
     fine = _gradient_energy(ndimage.gaussian_filter(image, PRESMOOTH_SIGMA_PX, mode="reflect"))
@@ -75,6 +79,8 @@ def detail_ratio_map(pixels: np.ndarray, block_px: int = 32) -> np.ndarray:
     fine_sum = fine[crop].reshape(shape).sum(axis=(1, 3))
     coarse_sum = coarse[crop].reshape(shape).sum(axis=(1, 3))
     ratio: np.ndarray = fine_sum / np.maximum(coarse_sum, MIN_VARIANCE)
+    flat = image[crop].reshape(shape).std(axis=(1, 3)) < FLAT_STD
+    ratio[flat] = np.inf
     return ratio
 
 
@@ -83,20 +89,34 @@ def _gradient_energy(image: np.ndarray) -> np.ndarray:
     return energy
 
 
-def soft_core(pixels: np.ndarray, block_px: int = 32, factor: float = 1.5) -> tuple[slice, slice]:
+def soft_core(
+    pixels: np.ndarray,
+    block_px: int = 32,
+    factor: float = 1.5,
+    reference: tuple[slice, slice] | None = None,
+) -> tuple[slice, slice]:
     """(rows, cols) of ``pixels`` without edge margins much sharper than the rest.
 
     A blurred patch cut at cell boundaries often carries a margin of sharp tissue, which
     spoils a deblurring model's estimate of the PSF. Edge lines of blocks are dropped, the
     sharpest first, while the median detail ratio (:func:`detail_ratio_map`) along one is
-    more than ``factor`` times the whole box's median; at least two blocks stay each way.
+    more than ``factor`` times the median over ``reference`` (pixel slices known to be
+    blurred; default the whole image); at least two blocks stay each way.
     """
     ratio = detail_ratio_map(pixels, block_px)
     rows, cols = ratio.shape
     full = (slice(0, pixels.shape[0]), slice(0, pixels.shape[1]))
     if rows < 3 or cols < 3:
         return full
-    limit = factor * float(np.median(ratio))
+    known = ratio
+    if reference is not None:
+        r, c = reference
+        blocks = (
+            slice(r.start // block_px, max(-(-r.stop // block_px), r.start // block_px + 1)),
+            slice(c.start // block_px, max(-(-c.stop // block_px), c.start // block_px + 1)),
+        )
+        known = ratio[blocks] if ratio[blocks].size else ratio
+    limit = factor * float(np.median(known))
     top, bottom, left, right = 0, rows, 0, cols
     while True:
         edges = {}

@@ -47,13 +47,27 @@ class TileSource:
             crops.append(np.moveaxis(crop, 2, 0))
         return np.stack(crops).astype(np.float32) / 255.0
 
-    def trimmed(self, box: Box | None) -> Box | None:
-        """A source box without edge strips much sharper than its middle."""
+    def refined(self, box: Box | None, within: Box, grow_px: int) -> Box | None:
+        """The blurred extent around a source box, to the block rather than the cell.
+
+        The box grows by ``grow_px`` on each side (inside ``within``), then loses the edge
+        lines of blocks much sharper than the box itself (:func:`sharpness.soft_core`):
+        cut at cell boundaries, a blurred patch both leaves out partly blurred cells and
+        carries sharp margins, which spoil a deblurring model's estimate of the PSF.
+        """
         if box is None:
             return None
-        rows, cols = sharpness.soft_core(self.original(box))
+        grown = box.expand(grow_px).intersect(within)
+        if grown is None:
+            return None
+        known = box.intersect(grown) or grown
+        offset = known.relative_to(grown)
+        rows, cols = sharpness.soft_core(self.original(grown), reference=offset.slices())
         return Box(
-            box.x + cols.start, box.y + rows.start, cols.stop - cols.start, rows.stop - rows.start
+            grown.x + cols.start,
+            grown.y + rows.start,
+            cols.stop - cols.start,
+            rows.stop - rows.start,
         )
 
     def place(self, tile: Tile, box: Box, restored: np.ndarray) -> np.ndarray:
