@@ -161,6 +161,7 @@ def run_region(store: Store, settings: Settings, job_id: str, region_index: int)
                 region_index,
                 paths.partial,
                 settings.tile_batch,
+                settings.tile_batch_px,
                 should_stop=lambda: store.job_state(job_id) != "running",
                 levels=params.get("region_levels", 1),
             )

@@ -57,7 +57,12 @@ class Settings(BaseSettings):
     sandbox_timeout_s: float = Field(default=60.0)
     region_px: int = Field(default=2048, description="input pixels per side of one region task")
     chunk_px: int = Field(default=512, description="OME-Zarr chunk size per side")
-    tile_batch: int = Field(default=4, ge=1, description="tiles per ONNX Runtime call")
+    tile_batch: int = Field(default=4, ge=1, description="most tiles per ONNX Runtime call")
+    tile_batch_px: int = Field(
+        default=1_500_000,
+        ge=1,
+        description="most output pixels per ONNX Runtime call past its first tile (memory)",
+    )
     blur_cell_px: int = Field(
         default=256, ge=16, description="blur-map cell side (level-0 px; a power of two)"
     )

@@ -8,6 +8,38 @@ from scipy import ndimage
 from workers.engine.geometry import Box
 
 
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] as rounded uint8."""
+    pixels: np.ndarray = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
+    return pixels
+
+
+class Canvas:
+    """Abutting tile outputs laid side by side into one output box, as uint8."""
+
+    def __init__(self, box: Box, channels: int) -> None:
+        self.box = box
+        self.pixels = np.zeros((box.height, box.width, channels), dtype=np.uint8)
+        self.filled = 0
+
+    def add(self, core: Box, prediction: np.ndarray, window: np.ndarray | None = None) -> None:
+        """Lay ``prediction`` (rows, cols, channels, values in [0, 1]) at ``core``."""
+        if window is not None:
+            raise ValueError("a canvas lays tiles side by side; weights need an Accumulator")
+        overlap = core.intersect(self.box)
+        if overlap is None:
+            return
+        src = overlap.relative_to(core).slices()
+        self.pixels[overlap.relative_to(self.box).slices()] = to_uint8(prediction[src])
+        self.filled += overlap.area
+
+    def result(self) -> np.ndarray:
+        """The laid tiles (every pixel must have been covered exactly once)."""
+        if self.filled != self.box.area:
+            raise RuntimeError("the tiles do not cover the output box exactly once")
+        return self.pixels
+
+
 class Accumulator:
     """Weighted sum of tile predictions over one output box, normalised at the end."""
 
@@ -33,14 +65,6 @@ class Accumulator:
         w = window[src]
         self.total[dst] += prediction[src] * w[..., None]
         self.weight[dst] += w
-
-    def result(self) -> np.ndarray:
-        """The blended image as uint8 (values assumed in [0, 1])."""
-        if np.any(self.weight <= 0):
-            raise RuntimeError("some output pixels received no tile")
-        image = self.total / self.weight[..., None]
-        pixels: np.ndarray = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
-        return pixels
 
     def result_over(self, original: np.ndarray, ramp_px: int) -> np.ndarray:
         """``original`` (uint8) with the tiles laid over it where they reached.

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from workers.engine import omezarr
-from workers.engine.blending import Accumulator
+from workers.engine.blending import Accumulator, Canvas
 from workers.engine.geometry import Box
 from workers.engine.readers import SlideReader
 from workers.engine.thumbnails import read_thumbnail, resize
@@ -156,15 +156,20 @@ def _batches(items: list[Tile], size: int) -> Iterator[list[Tile]]:
 
 
 def _model_calls(
-    group: list[Tile], sources: dict[int, Box | None], batch_size: int
+    group: list[Tile], sources: dict[int, Box | None], batch_size: int, batch_px: int, scale: int
 ) -> Iterator[list[Tile]]:
-    """Batches of whole tiles of one size, then each tile with a source box on its own."""
+    """Batches of whole tiles of one size, then each tile with a source box on its own.
+
+    A batch holds at most ``batch_size`` tiles and, past its first tile, at most
+    ``batch_px`` output pixels: a model's memory grows with the pixels it produces.
+    """
     sizes: dict[tuple[int, int], list[Tile]] = {}
     for tile in group:
         if sources[tile.index] is None:
-            sizes.setdefault((tile.core.width, tile.core.height), []).append(tile)
-    for same_size in sizes.values():
-        yield from _batches(same_size, batch_size)
+            sizes.setdefault((tile.read.width, tile.read.height), []).append(tile)
+    for (width, height), same_size in sizes.items():
+        fits = batch_px // (width * height * scale * scale)
+        yield from _batches(same_size, max(1, min(batch_size, fits)))
     for tile in group:
         if sources[tile.index] is not None:
             yield [tile]
@@ -177,6 +182,7 @@ def restore_region(
     region_index: int,
     output: Path,
     batch_size: int = 4,
+    batch_px: int = 1_500_000,
     should_stop: Callable[[], bool] = lambda: False,
     levels: int = 1,
 ) -> RegionResult:
@@ -214,14 +220,17 @@ def restore_region(
     with clock("read"):
         source = TileSource(grid, union, read_padded(reader, union))
     ramp_px = plan.overlay_ramp_px if grid.scale == 1 else None
-    accumulator = Accumulator(out_box, channels=3)
+    accumulator: Accumulator | Canvas = (
+        Canvas(out_box, channels=3) if ramp_px is None else Accumulator(out_box, channels=3)
+    )
     for restorer, group in groups.values():
         halo = min(getattr(restorer, "halo_px", grid.halo_px), grid.halo_px)
         sources: dict[int, Box | None] = {}
         for tile in group:
             read = tile.core.expand(halo)
             sources[tile.index] = source.refined(plan.source_box(tile, read), read, plan.grow_px)
-        for batch in _model_calls(group, sources, batch_size):
+        calls = _model_calls(group, sources, batch_size, batch_px, restorer.scale)
+        for batch in calls:
             if should_stop():
                 raise JobCancelled
             boxes = [sources[t.index] for t in batch]
@@ -238,12 +247,12 @@ def restore_region(
                 with clock("measure"):
                     records[tile.index] = source.record(tile, used, restored)
     with clock("blend"):
-        if ramp_px is None:
+        if isinstance(accumulator, Canvas):
             for tile in copied:
                 accumulator.add(grid.output_box(tile.core), source.copy_through(tile))
             pixels = accumulator.result()
         else:
-            pixels = accumulator.result_over(source.original(target), ramp_px)
+            pixels = accumulator.result_over(source.original(target), ramp_px or 0)
     with clock("write"):
         omezarr.write_levels(output, out_box, pixels, levels)
     ordered = [records[i] for i in sorted(records)]

@@ -15,7 +15,11 @@ MIN_CONTRAST = 12.0  # grey levels between the two Otsu classes; below: no backg
 
 def otsu_threshold(values: np.ndarray) -> float:
     """Otsu's threshold of uint8 values (maximises between-class variance)."""
-    hist = np.bincount(values.ravel(), minlength=256).astype(np.float64)
+    return _otsu(np.bincount(values.ravel(), minlength=256).astype(np.float64))
+
+
+def _otsu(hist: np.ndarray) -> float:
+    """Otsu's threshold of a 256-bin histogram."""
     weight_low = np.cumsum(hist)
     weight_high = weight_low[-1] - weight_low
     sums = np.cumsum(hist * np.arange(256))
@@ -32,15 +36,27 @@ def detect_tissue(thumbnail: np.ndarray) -> np.ndarray:
     Fluorescence (dark background): tissue is brighter. An image without a clear
     background (one Otsu class) counts as all tissue.
     """
-    rgb = thumbnail.astype(np.float32)
-    grey = rgb.mean(axis=2)
-    saturation = rgb.max(axis=2) - rgb.min(axis=2)
-    bright_background = np.median(grey) > 127
-    signal = (255 - grey + saturation) / 2 if bright_background else grey
-    signal_u8 = np.clip(signal, 0, 255).astype(np.uint8)
-    threshold = otsu_threshold(signal_u8)
-    low, high = signal_u8[signal_u8 <= threshold], signal_u8[signal_u8 > threshold]
-    if high.size == 0 or low.size == 0 or high.mean() - low.mean() < MIN_CONTRAST:
+    red, green, blue = (thumbnail[..., c] for c in range(3))  # channel by channel: fast
+    grey = ((red.astype(np.int16) + green + blue) // 3).astype(np.int16)
+    counts = np.bincount(grey.ravel(), minlength=256)
+    bright_background = np.searchsorted(np.cumsum(counts), grey.size / 2) > 127  # median
+    if bright_background:
+        lightest = np.maximum(np.maximum(red, green), blue)
+        saturation = lightest.astype(np.int16) - np.minimum(np.minimum(red, green), blue)
+        signal_u8 = ((255 - grey + saturation) // 2).clip(0, 255).astype(np.uint8)
+        counts = np.bincount(signal_u8.ravel(), minlength=256)
+    else:
+        signal_u8 = grey.astype(np.uint8)
+    hist = counts.astype(np.float64)
+    threshold = int(_otsu(hist))
+    levels = np.arange(256)
+    low, high = hist[: threshold + 1], hist[threshold + 1 :]
+    if high.sum() == 0 or low.sum() == 0:
+        return np.ones(grey.shape, dtype=bool)
+    contrast = (high @ levels[threshold + 1 :]) / high.sum() - (
+        low @ levels[: threshold + 1]
+    ) / low.sum()
+    if contrast < MIN_CONTRAST:
         return np.ones(grey.shape, dtype=bool)
     mask = signal_u8 > threshold
     mask = ndimage.binary_opening(mask, iterations=1)

@@ -1,0 +1,160 @@
+"""End-to-end throughput of a job against the bare model, on an all-tissue slide of real tissue.
+
+Builds a slide of scikit-image's IHC image mirrored to ``--side`` px square (default 4096:
+16.8 Mpx, all tissue), stored as a JPEG-tiled pyramidal TIFF like a scanner's, then
+alternates for ``--rounds`` rounds:
+
+- the bare model: ONNX Runtime alone (the server's session options) on the server's
+  default tile (the manifest's ``tile_px`` plus twice its ``halo_px``), in the server's
+  batches (``tile_batch`` tiles, fewer past ``tile_batch_px`` output pixels), counted in core pixels (``tile_px``^2 per tile) per second;
+- a whole job with that model (default settings: tile, halo, region, classification),
+  run in a child process through the functions the Celery tasks call, one after the
+  other (one worker's work without queueing), which reports its wall time, per-stage
+  seconds, the pixels it fed the model and its peak RSS.
+
+Prints per round and the medians: bare Mpx/s, end-to-end Mpx/s (slide pixels over the job's
+wall time), their ratio, model-input pixels over slide pixels, and peak RSS.
+
+    .venv/bin/python benchmarks/throughput.py [--model deblur-defocus] [--side 4096] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models.registry import discover
+from models.runtime import OnnxModel
+from workers.settings import ZOO_DIR, Settings
+
+
+def all_tissue_slide(folder: Path, side: int) -> Path:
+    """Real tissue, mirrored to ``side`` x ``side``, as a pyramidal JPEG-tiled TIFF."""
+    from skimage import data
+
+    from tests.fixtures import write_pyramid_tiff
+
+    ihc = data.immunohistochemistry()
+    reps = -(-side // ihc.shape[0]) + 1
+    pixels = np.pad(ihc, ((0, reps * ihc.shape[0]), (0, reps * ihc.shape[1]), (0, 0)), "symmetric")
+    return write_pyramid_tiff(folder / "tissue.tif", pixels[:side, :side], levels=4)
+
+
+def bare_mpx_per_s(model: OnnxModel, batch: int, calls: int = 4) -> float:
+    """Core megapixels per second of the model alone on its default tile (median call)."""
+    side = model.tile_px + 2 * model.halo_px
+    tiles = np.random.default_rng(0).random((batch, 3, side, side), dtype=np.float32)
+    model(tiles)  # warm-up
+    seconds = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        model(tiles)
+        seconds.append(time.perf_counter() - started)
+    return batch * model.tile_px**2 / statistics.median(seconds) / 1e6
+
+
+def run_job(slide: Path, model: str, root: Path) -> dict:
+    """One job in this process; returns its figures (the child side of ``job_in_child``)."""
+    from tests import fixtures
+    from workers.store import Store
+
+    fed = {"pixels": 0}
+    call = OnnxModel.__call__
+
+    def counting(self: OnnxModel, batch: np.ndarray) -> np.ndarray:
+        if self.manifest.kind == "generator":
+            fed["pixels"] += batch.shape[0] * batch.shape[2] * batch.shape[3]
+        return call(self, batch)
+
+    OnnxModel.__call__ = counting  # type: ignore[method-assign]
+    settings = Settings(data_dir=root, models_dirs=[ZOO_DIR])
+    root.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.resolved_database_url)
+    fixtures.add_job(store, settings, slide, "bench", model)
+    started = time.perf_counter()
+    fixtures.run_job(store, settings, "bench")
+    wall = time.perf_counter() - started
+    job = store.get_job("bench")
+    store.dispose()
+    width, height = job["params"]["area"][2:]
+    return {
+        "wall_s": wall,
+        "slide_px": width * height,
+        "model_input_px": fed["pixels"],
+        "stages": job["metrics"]["timings"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def job_in_child(slide: Path, model: str, root: Path) -> dict:
+    """Run :func:`run_job` in a fresh process, so its peak RSS is the job's own."""
+    code = (
+        "import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+        "from benchmarks.throughput import run_job; "
+        "print(json.dumps(run_job(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))))"
+    )
+    repo = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", code, repo, str(slide), model, str(root)],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    """Alternate bare model and whole job; print the figures and their ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="deblur-defocus")
+    parser.add_argument("--side", type=int, default=4096)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    settings = Settings()
+    installed = discover([ZOO_DIR])[args.model]
+    model = OnnxModel(installed, settings.ort_providers, settings.ort_threads)
+    side_out = (model.tile_px + 2 * model.halo_px) * model.scale
+    batch = max(1, min(settings.tile_batch, settings.tile_batch_px // side_out**2))
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        slide = all_tissue_slide(root, args.side)
+        print(
+            f"{args.model}: tile {model.tile_px} + 2 x {model.halo_px} halo, batch "
+            f"{batch}; slide {args.side} x {args.side} px of tissue"
+        )
+        bare, e2e, fed = [], [], []
+        for k in range(args.rounds):
+            bare.append(bare_mpx_per_s(model, batch))
+            job = job_in_child(slide, args.model, root / f"job{k}")
+            e2e.append(job["slide_px"] / job["wall_s"] / 1e6)
+            fed.append(job["model_input_px"] / job["slide_px"])
+            stages = ", ".join(
+                f"{name} {seconds:.1f}"
+                for name, seconds in job["stages"].items()
+                if name not in ("wall", "mpx_per_s")
+            )
+            print(
+                f"round {k}: bare {bare[-1]:.3f} Mpx/s, end to end {e2e[-1]:.3f} Mpx/s "
+                f"({job['wall_s']:.1f} s; ratio {e2e[-1] / bare[-1]:.3f}), model input / slide "
+                f"{fed[-1]:.3f}, job peak RSS {job['peak_rss_mb']:.0f} MB; stages (s): {stages}"
+            )
+        ratio = statistics.median(e2e) / statistics.median(bare)
+        print(
+            f"median: bare {statistics.median(bare):.3f} Mpx/s, end to end "
+            f"{statistics.median(e2e):.3f} Mpx/s, ratio {ratio:.3f}; model input / slide "
+            f"{statistics.median(fed):.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
