@@ -26,6 +26,18 @@ from workers.settings import ZOO_DIR, Settings
 from workers.store import Store
 
 
+def changed_share(root: Path, tag: str, slide: Path, truth_shape: tuple[int, int]) -> float:
+    """Share of the slide's pixels that the job's output changed (what ``auto`` restored)."""
+    from workers.engine.geometry import Box
+    from workers.engine.omezarr import read_box
+    from workers.engine.readers import open_slide
+
+    height, width = truth_shape
+    out = read_box(root / tag / "jobs" / tag / "output.zarr", Box(0, 0, width, height))
+    before = open_slide(slide).read_region((0, 0), 0, (width, height))
+    return float((out != before).any(axis=2).mean())
+
+
 def run(root: Path, slide: Path, model: str | list[str], tag: str) -> tuple[float, dict]:
     settings = Settings(data_dir=root / tag, models_dirs=[ZOO_DIR])
     settings.data_dir.mkdir()
@@ -61,9 +73,15 @@ def main() -> None:
             forced_s.append(f)
             shares.append(share)
             timings = job["metrics"]["timings"]
+            pixels = changed_share(root, f"auto{k}", slide, patched.truth.shape)
+            stages = ", ".join(
+                f"{name} {seconds:.1f}"
+                for name, seconds in timings.items()
+                if name not in ("wall", "mpx_per_s")
+            )
             print(
-                f"round {k}: auto {a:.1f} s (classify {timings['classify']:.1f} s, "
-                f"restored {restored}/{tiles['total']} tiles = {share:.3f}), "
+                f"round {k}: auto {a:.1f} s (restored {restored}/{tiles['total']} tiles = "
+                f"{share:.3f}, {pixels:.3f} of the pixels; stages (s): {stages}), "
                 f"deblur-defocus everywhere {f:.1f} s, ratio {a / f:.3f}"
             )
         ratio = statistics.median(auto_s) / statistics.median(forced_s)
