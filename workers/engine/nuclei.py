@@ -1,0 +1,106 @@
+"""Nuclei detection: haematoxylin (or a nuclear stain) by colour deconvolution, seeds, watershed.
+
+Brightfield H&E and IHC: scikit-image's colour deconvolution (Ruifrok and Johnston) gives
+the haematoxylin density; fluorescence: the brightest channel is taken as the nuclear
+stain. The nuclear signal is smoothed, thresholded by Otsu, touching nuclei are split by a
+watershed of the distance transform from one seed per local maximum, and objects far
+smaller than a nucleus are dropped. Sizes are in microns, so the same settings hold at 20x
+and 40x. For IHC, a nucleus is DAB-positive when the mean DAB density over it exceeds
+``DAB_POSITIVE``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage import color, feature, filters, measure, segmentation
+
+NUCLEUS_RADIUS_UM = 2.5  # seeds lie at least 0.8 of this apart (a nucleus is 5-8 um across)
+MIN_AREA_UM2 = 6.0  # smaller objects are debris or noise
+SMOOTH_UM = 0.5
+DAB_POSITIVE = 0.15  # mean DAB optical density over a nucleus
+DEFAULT_MPP = 0.25  # microns per pixel assumed when a slide does not say (40x)
+
+
+@dataclass(frozen=True)
+class Nuclei:
+    """Nuclei found in an image: centroids (x, y) in pixels, areas in pixels, DAB flags."""
+
+    centroids: np.ndarray  # (n, 2) float, x then y
+    areas: np.ndarray  # (n,) int
+    dab_positive: np.ndarray  # (n,) bool
+
+    @property
+    def count(self) -> int:
+        """How many nuclei."""
+        return len(self.areas)
+
+
+def nuclear_signal(pixels: np.ndarray, fluorescence: bool = False) -> np.ndarray:
+    """Per pixel, how much nuclear stain (float, higher is more), and the DAB density."""
+    if fluorescence:
+        return pixels.max(axis=2).astype(np.float32) / 255.0
+    hed = color.rgb2hed(pixels[..., :3])
+    return hed[..., 0].astype(np.float32)
+
+
+def detect(pixels: np.ndarray, mpp: float | None = None, fluorescence: bool = False) -> Nuclei:
+    """Nuclei of an RGB uint8 image (brightfield unless ``fluorescence``)."""
+    um = mpp or DEFAULT_MPP
+    signal = ndimage.gaussian_filter(nuclear_signal(pixels, fluorescence), SMOOTH_UM / um)
+    if float(signal.max() - signal.min()) < 1e-3:
+        return _none()
+    threshold = filters.threshold_otsu(signal)
+    foreground = ndimage.binary_opening(signal > threshold, iterations=1)
+    foreground = ndimage.binary_fill_holes(foreground)
+    distance = ndimage.distance_transform_edt(foreground)
+    radius_px = max(NUCLEUS_RADIUS_UM / um, 1.0)
+    peaks = feature.peak_local_max(
+        ndimage.gaussian_filter(distance, radius_px / 3),
+        min_distance=max(int(round(radius_px * 0.8)), 1),
+        labels=measure.label(foreground),
+        exclude_border=False,
+    )
+    if not len(peaks):
+        return _none()
+    markers = np.zeros(distance.shape, dtype=np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    regions = segmentation.watershed(-distance, markers, mask=foreground)
+    props = measure.regionprops(regions)
+    min_area = MIN_AREA_UM2 / (um * um)
+    kept = [p for p in props if p.area >= min_area]
+    if not kept:
+        return _none()
+    centroids = np.array([[p.centroid[1], p.centroid[0]] for p in kept], dtype=np.float64)
+    areas = np.array([p.area for p in kept], dtype=np.int64)
+    if fluorescence:
+        positive = np.zeros(len(kept), dtype=bool)
+    else:
+        dab = color.rgb2hed(pixels[..., :3])[..., 2]
+        positive = np.array([dab[tuple(p.coords.T)].mean() > DAB_POSITIVE for p in kept])
+    return Nuclei(centroids, areas, positive)
+
+
+def _none() -> Nuclei:
+    return Nuclei(np.zeros((0, 2)), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool))
+
+
+def match(found: np.ndarray, truth: np.ndarray, radius_px: float) -> int:
+    """How many found points pair with a true point within ``radius_px`` (each used once).
+
+    Greedy on distance, which for points much farther apart than the radius is the optimum.
+    """
+    if not len(found) or not len(truth):
+        return 0
+    distances = np.hypot(*(found[:, None, :] - truth[None, :, :]).transpose(2, 0, 1))
+    pairs = np.argwhere(distances <= radius_px)
+    order = np.argsort(distances[pairs[:, 0], pairs[:, 1]])
+    used_found, used_truth, matched = set(), set(), 0
+    for i, j in pairs[order]:
+        if i not in used_found and j not in used_truth:
+            used_found.add(i)
+            used_truth.add(j)
+            matched += 1
+    return matched
