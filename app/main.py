@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.deps import Services
-from app.routes import health, jobs, models, slides, viewer
+from app.routes import health, hooks, jobs, models, slides, viewer
 from workers.celery_app import create_celery
 from workers.errors import (
     Conflict,
@@ -80,7 +80,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["Content-Length", "Content-Range"],
     )
     app.add_exception_handler(RestoreError, _domain_error)
-    for router in (health.router, slides.router, jobs.router, models.router, viewer.router):
+    for router in (
+        health.router,
+        slides.router,
+        jobs.router,
+        models.router,
+        hooks.router,
+        viewer.router,
+    ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -76,6 +76,30 @@ class JobCreate(BaseModel):
         description="no longer used: must be 0 or absent (tiles abut; each model sees its halo)",
     )
     skip_background: bool = Field(default=True, description="copy background tiles through")
+    hooks: list[str] = Field(
+        default_factory=list,
+        description="downstream analyses run on the input and the output of every tissue tile "
+        "(GET /v1/hooks lists them), e.g. ['nuclei-count']",
+    )
+
+
+class HookState(BaseModel):
+    """One hook of a job: pending until the job finishes, then completed or failed."""
+
+    state: Literal["pending", "completed", "failed"]
+    result: dict[str, Any] | None = Field(description="the hook's result_schema, once done")
+    error: str | None
+    centroids_url: str | None = Field(
+        default=None, description="the points it found on the output, as GeoJSON (QuPath)"
+    )
+
+
+class HookPublic(BaseModel):
+    """An installed hook."""
+
+    name: str
+    version: str
+    result_schema: dict[str, Any]
 
 
 class Progress(BaseModel):
@@ -114,6 +138,7 @@ class JobPublic(BaseModel):
     blur_map_url: str | None = Field(description="blur map as an RGBA PNG, one pixel per cell")
     report_url: str | None = Field(description="one-page HTML report, once done")
     viewer_url: str
+    hooks: dict[str, HookState] = Field(description="each requested hook's state and result")
 
 
 class ModelPublic(BaseModel):

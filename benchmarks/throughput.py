@@ -6,7 +6,8 @@ alternates for ``--rounds`` rounds:
 
 - the bare model: ONNX Runtime alone (the server's session options) on the server's
   default tile (the manifest's ``tile_px`` plus twice its ``halo_px``), in the server's
-  batches (``tile_batch`` tiles, fewer past ``tile_batch_px`` output pixels), counted in core pixels (``tile_px``^2 per tile) per second;
+  batches (``tile_batch`` tiles, fewer past ``tile_batch_px`` output pixels), counted
+  in core pixels (``tile_px``^2 per tile) per second;
 - a whole job with that model (default settings: tile, halo, region, classification),
   run in a child process through the functions the Celery tasks call, one after the
   other (one worker's work without queueing), which reports its wall time, per-stage

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models.manifest import ModelManifest, file_sha256, write_manifest
 from models.registry import get_model
-from workers import jobs
+from workers import job_hooks, jobs
 from workers.planning import plan_params, requested_models
 from workers.sandbox import inspect_upload
 from workers.settings import ZOO_DIR, Settings
@@ -256,6 +256,8 @@ def run_job(store: Store, settings: Settings, job_id: str) -> None:
         step = jobs.NextStep("restore", jobs.route(store, settings, job_id))
     for index in step.todo:
         jobs.run_region(store, settings, job_id, index)
+    for index in job_hooks.todo(store, job_id):
+        job_hooks.run_region(store, settings, job_id, index)
     assert jobs.finish(store, settings, job_id, "task")
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from models.registry import get_model
-from workers import job_results, tile_table
+from workers import job_hooks, job_results, tile_table
 from workers.engine import omezarr, pipeline
 from workers.engine.blurmap import BlurMap
 from workers.engine.classification import BlockFeatures, assemble_features, classify_block
@@ -220,9 +220,10 @@ def _features(paths: JobPaths) -> np.ndarray | None:
 
 
 def ready_to_finish(store: Store, job_id: str) -> bool:
-    """Whether a running job has all its regions written."""
+    """Whether a running job has all its regions written and its hooks run."""
     job = store.get_job(job_id)
-    return bool(job["state"] == "running" and 0 < job["regions_total"] == job["regions_done"])
+    written = 0 < job["regions_total"] == job["regions_done"]
+    return bool(job["state"] == "running" and written and not job_hooks.todo(store, job_id))
 
 
 def finish(
@@ -266,9 +267,12 @@ def finish(
     store.merge_timings(
         job_id, finalize_s=finalize_s, regions_s=region_seconds, classify_s=classify_seconds
     )
-    tile_table.write_csv(paths.tile_rows, paths.tile_table)
+    hook_results, hook_columns = job_hooks.reduce(paths, job["params"])
+    tile_table.write_csv(paths.tile_rows, paths.tile_table, hook_columns)
     store.update_job(
-        job_id, metrics=job_results.job_metrics(store, settings, job_id, paths, finalize_s)
+        job_id,
+        metrics=job_results.job_metrics(store, settings, job_id, paths, finalize_s),
+        hooks=hook_results or None,
     )
     store.transition(job_id, ("finalizing",), "completed", finished_at=time.time())
     return True

@@ -85,6 +85,20 @@ class JobPaths:
         """The per-tile table of a finished job, as CSV."""
         return self.root / "tiles.csv"
 
+    @property
+    def hook_regions(self) -> Path:
+        """What the job's hooks measured, one JSON file per region."""
+        return self.root / "hook-regions"
+
+    @property
+    def hook_calibration(self) -> Path:
+        """Each hook's calibration for this job (from samples of the input)."""
+        return self.root / "hooks" / "calibration.json"
+
+    def hook_centroids(self, name: str) -> Path:
+        """A hook's points on the output, as GeoJSON (when the hook returns centroids)."""
+        return self.root / "hooks" / name / "centroids.geojson"
+
 
 def job_paths(settings: Settings, job_id: str) -> JobPaths:
     """The folder of one job."""

@@ -48,6 +48,7 @@ jobs = sa.Table(
     sa.Column("timings", sa.JSON, nullable=False, default=dict),
     sa.Column("blocks_total", sa.Integer, doc="blur classification blocks (0: none)"),
     sa.Column("metrics", sa.JSON, doc="what the job found and did, once finished"),
+    sa.Column("hooks", sa.JSON, doc="each hook's state, result and error, once finished"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
@@ -70,6 +71,14 @@ job_blocks = sa.Table(
     sa.Column("job_id", sa.String(36), primary_key=True),
     sa.Column("block_index", sa.Integer, primary_key=True),
     sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("done_at", sa.Float, nullable=False),
+)
+
+job_hook_regions = sa.Table(
+    "job_hook_regions",
+    metadata,
+    sa.Column("job_id", sa.String(36), primary_key=True),
+    sa.Column("region_index", sa.Integer, primary_key=True),
     sa.Column("done_at", sa.Float, nullable=False),
 )
 
@@ -267,6 +276,19 @@ class Store:
         except IntegrityError:
             return False
         return True
+
+    def mark_hook_region_done(self, job_id: str, region_index: int) -> bool:
+        """Record that a region's hooks ran; False when it was already recorded."""
+        values = {"job_id": job_id, "region_index": region_index, "done_at": time.time()}
+        return self._insert_once(job_hook_regions, values)
+
+    def done_hook_regions(self, job_id: str) -> set[int]:
+        """Regions whose hooks have run."""
+        query = sa.select(job_hook_regions.c.region_index).where(
+            job_hook_regions.c.job_id == job_id
+        )
+        with self.engine.connect() as conn:
+            return {row[0] for row in conn.execute(query)}
 
     def done_blocks(self, job_id: str) -> set[int]:
         """Indexes of the blocks already classified."""

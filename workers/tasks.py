@@ -10,7 +10,7 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_init, worker_ready
 
-from workers import jobs
+from workers import job_hooks, jobs
 from workers.celery_app import app
 from workers.settings import get_settings
 from workers.store import Store
@@ -92,6 +92,15 @@ def start_job(self: Task, job_id: str) -> None:
 def _queue_regions(job_id: str, todo: list[int]) -> None:
     for region_index in todo:
         restore_region.delay(job_id, region_index)
+    if not todo:
+        _after_regions(job_id)
+
+
+def _after_regions(job_id: str) -> None:
+    """Queue the hooks of every region still without them, or else the finish."""
+    todo = job_hooks.todo(store(), job_id)
+    for region_index in todo:
+        run_hooks.delay(job_id, region_index)
     if not todo and jobs.ready_to_finish(store(), job_id):
         finish_job.delay(job_id)
 
@@ -105,8 +114,15 @@ def classify_block(self: Task, job_id: str, block_index: int) -> None:
 
 @app.task(name="restore.region", base=JobTask, bind=True)
 def restore_region(self: Task, job_id: str, region_index: int) -> None:
-    """Restore one region; the task that completes the last region queues the finish."""
+    """Restore one region; the task that completes the last region queues what follows."""
     if jobs.run_region(store(), get_settings(), job_id, region_index):
+        _after_regions(job_id)
+
+
+@app.task(name="restore.hooks", base=JobTask, bind=True)
+def run_hooks(self: Task, job_id: str, region_index: int) -> None:
+    """Run the job's hooks on one region; the task that completes the last queues the finish."""
+    if job_hooks.run_region(store(), get_settings(), job_id, region_index):
         finish_job.delay(job_id)
 
 

@@ -73,12 +73,18 @@ def stage_seconds(directory: Path) -> dict[str, float]:
     return totals
 
 
-def write_csv(directory: Path, target: Path) -> int:
-    """The whole table as CSV (rows sorted by tile); returns the number of rows."""
+def write_csv(directory: Path, target: Path, extra: dict[int, dict[str, Any]] | None = None) -> int:
+    """The whole table as CSV (rows sorted by tile); returns the number of rows.
+
+    ``extra``: more columns per tile (the hooks'), empty where a tile has none.
+    """
+    extra = extra or {}
     rows = sorted(read_rows(directory), key=lambda row: int(row["tile"]))
+    rows = [{**row, **extra.get(int(row["tile"]), {})} for row in rows]
+    names = list(dict.fromkeys(name for columns in extra.values() for name in columns))
     partial = target.with_suffix(".partial")
     with partial.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=[*COLUMNS, *names], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     partial.replace(target)

@@ -11,9 +11,10 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from app.deps import Services, services
-from app.schemas import JobCreate, JobPublic, Progress
+from app.schemas import HookState, JobCreate, JobPublic, Progress
 from models.manifest import ModelManifest
 from models.registry import get_model
+from workers import hooks
 from workers.engine import dzi
 from workers.engine.blurmap_image import blur_map_png
 from workers.engine.labels import read_label
@@ -22,7 +23,7 @@ from workers.errors import Conflict, InvalidInput, ModelUnavailable, NotFound
 from workers.layout import job_paths
 from workers.planning import AUTO, CLASSIFIER, plan_params, requested_models
 from workers.report import render as render_report
-from workers.store import ACTIVE_STATES, new_id
+from workers.store import ACTIVE_STATES, FINAL_STATES, new_id
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 Svc = Annotated[Services, Depends(services)]
@@ -68,7 +69,27 @@ def job_public(job: dict[str, Any]) -> JobPublic:
         blur_map_url=f"{base}/blur-map.png" if completed and params.get("classify") else None,
         report_url=f"{base}/report" if completed else None,
         viewer_url=f"/?job={job['id']}",
+        hooks=_hook_states(job, base),
     )
+
+
+def _hook_states(job: dict[str, Any], base: str) -> dict[str, HookState]:
+    """Each requested hook's state: its reduced result once the job has finished."""
+    finished = job["hooks"] or {}
+    states = {}
+    for name in job["params"].get("hooks", []):
+        entry = finished.get(name)
+        if entry is None:
+            error = "the job did not complete" if job["state"] in FINAL_STATES else None
+            states[name] = HookState(
+                state="failed" if error else "pending", result=None, error=error
+            )
+            continue
+        url = f"{base}/hooks/{name}/centroids.geojson" if entry.get("centroids") else None
+        states[name] = HookState(
+            state=entry["state"], result=entry["result"], error=entry["error"], centroids_url=url
+        )
+    return states
 
 
 def _chain_or_name(models: list[str]) -> str | list[str]:
@@ -104,6 +125,7 @@ def create_job(body: JobCreate, svc: Svc) -> JobPublic:
         classify=classify,
         min_confidence=body.min_confidence,
     )
+    params["hooks"] = _hooks(body.hooks)
     if body.evaluate is not None:
         if params["scale"] != 1:
             raise InvalidInput("an evaluation job needs models that keep the image size")
@@ -187,6 +209,26 @@ def output_file(job_id: str, file_path: str, svc: Svc) -> FileResponse:
         raise NotFound(f"{file_path} is not in the output of job {job_id}")
     media = "application/json" if target.name.startswith(".z") else "application/octet-stream"
     return FileResponse(target, media_type=media)
+
+
+def _hooks(names: list[str]) -> list[str]:
+    """The requested hooks, each once, after checking that they are installed."""
+    unique = list(dict.fromkeys(names))
+    for name in unique:
+        hooks.load(name)
+    return unique
+
+
+@router.get("/{job_id}/hooks/{name}/centroids.geojson")
+def hook_centroids(job_id: str, name: str, svc: Svc) -> FileResponse:
+    """The points a hook found on the output (level-0 output pixels), as GeoJSON for QuPath."""
+    _completed_output(svc, job_id)
+    path = job_paths(svc.settings, job_id).hook_centroids(name)
+    if name not in (svc.store.get_job(job_id)["params"].get("hooks") or []) or not path.is_file():
+        raise NotFound(f"job {job_id} has no points from hook {name!r}")
+    return FileResponse(
+        path, media_type="application/geo+json", filename=f"{job_id}-{name}.geojson"
+    )
 
 
 @router.get("/{job_id}/tiles.csv")

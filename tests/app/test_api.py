@@ -118,6 +118,7 @@ def test_models_are_listed(client: httpx.Client) -> None:
         ({"model": "identity", "region": [1000, 1000, 900, 10]}, 422, "outside the slide"),
         ({"model": "identity", "tile_px": 100, "overlap_px": 16}, 422, "overlap_px"),
         ({"model": "identity", "tile_px": 8}, 422, "tile_px"),
+        ({"model": "identity", "hooks": ["cell-counter-9000"]}, 422, "not installed"),
     ],
 )
 def test_bad_job_requests(client: httpx.Client, slide: dict, body, status, text) -> None:
@@ -166,6 +167,30 @@ def test_convolution_job_equals_whole_image_convolution(
     out = read_output(embedded, job)[0].astype(float)
     reference = whole_image_blur(openslide_pixels(pyramid_tiff))
     assert np.abs(out - reference)[1:-1, 1:-1].max() <= 1
+
+
+def test_identity_job_with_the_nuclei_hook_over_http(
+    embedded: Server, client, tmp_path: Path
+) -> None:
+    from tests.engine.test_nuclei import he_image
+    from tests.fixtures import write_pyramid_tiff
+
+    listed = {h["name"]: h for h in client.get("/v1/hooks").json()}
+    assert "before" in listed["nuclei-count"]["result_schema"]["properties"]
+    centres = [(x + 0.0, y + 0.0) for y in range(40, 600, 64) for x in range(40, 800, 64)]
+    path = write_pyramid_tiff(tmp_path / "he.tif", he_image(600, 800, centres), mpp=0.25)
+    slide = upload(client, path).json()
+    body = {"slide_id": slide["id"], "model": "identity", "hooks": ["nuclei-count"]}
+    created = client.post("/v1/jobs", json=body).json()
+    assert created["hooks"]["nuclei-count"]["state"] == "pending"
+    job = wait_for_job(client, created["id"])
+    hook = job["hooks"]["nuclei-count"]
+    assert hook["state"] == "completed", hook["error"]
+    assert hook["result"]["before"]["count"] == hook["result"]["after"]["count"] == len(centres)
+    points = client.get(hook["centroids_url"])
+    assert points.headers["content-type"] == "application/geo+json"
+    assert len(points.json()["features"]) == len(centres)
+    assert "nuclei_after" in client.get(job["tiles_url"]).text.splitlines()[0]
 
 
 def test_region_and_x2_model(embedded: Server, client, slide, pyramid_tiff: Path) -> None:

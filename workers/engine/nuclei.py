@@ -20,6 +20,8 @@ from skimage import color, feature, filters, measure, segmentation
 NUCLEUS_RADIUS_UM = 2.5  # seeds lie at least 0.8 of this apart (a nucleus is 5-8 um across)
 MIN_AREA_UM2 = 6.0  # smaller objects are debris or noise
 SMOOTH_UM = 0.5
+MIN_OPTICAL_DENSITY = 0.04  # nuclei are above (Otsu on gbm40: 0.08-0.15); stroma about 0.01
+MIN_FLUORESCENCE = 0.1  # of the brightest channel, in [0, 1]
 DAB_POSITIVE = 0.15  # mean DAB optical density over a nucleus
 DEFAULT_MPP = 0.25  # microns per pixel assumed when a slide does not say (40x)
 
@@ -39,27 +41,62 @@ class Nuclei:
 
 
 def nuclear_signal(pixels: np.ndarray, fluorescence: bool = False) -> np.ndarray:
-    """Per pixel, how much nuclear stain (float, higher is more), and the DAB density."""
+    """Per pixel, how much nuclear stain (float, higher is more).
+
+    Brightfield: haematoxylin plus DAB optical density, so that DAB-positive nuclei of a
+    nuclear IHC stain (brown, little haematoxylin) count too; on H&E the DAB term is near 0.
+    """
     if fluorescence:
-        return pixels.max(axis=2).astype(np.float32) / 255.0
+        brightest: np.ndarray = pixels.max(axis=2).astype(np.float32) / 255.0
+        return brightest
     hed = color.rgb2hed(pixels[..., :3])
-    return hed[..., 0].astype(np.float32)
+    stain: np.ndarray = (hed[..., 0] + np.maximum(hed[..., 2], 0.0)).astype(np.float32)
+    return stain
 
 
-def detect(pixels: np.ndarray, mpp: float | None = None, fluorescence: bool = False) -> Nuclei:
-    """Nuclei of an RGB uint8 image (brightfield unless ``fluorescence``)."""
+def signal_threshold(samples: list[np.ndarray], mpp: float | None, fluorescence: bool) -> float:
+    """Otsu's threshold of the smoothed nuclear signal over sample images of one slide.
+
+    Passing one slide-wide threshold to :func:`detect` makes a nucleus look the same from
+    every tile that sees it, so that tiles agree on which of them owns it.
+    """
     um = mpp or DEFAULT_MPP
-    signal = ndimage.gaussian_filter(nuclear_signal(pixels, fluorescence), SMOOTH_UM / um)
+    signal = np.concatenate(
+        [
+            ndimage.gaussian_filter(nuclear_signal(s, fluorescence), SMOOTH_UM / um).ravel()
+            for s in samples
+        ]
+    )
+    floor = MIN_FLUORESCENCE if fluorescence else MIN_OPTICAL_DENSITY
     if float(signal.max() - signal.min()) < 1e-3:
+        return floor
+    return max(float(filters.threshold_otsu(signal)), floor)
+
+
+def detect(
+    pixels: np.ndarray,
+    mpp: float | None = None,
+    fluorescence: bool = False,
+    threshold: float | None = None,
+) -> Nuclei:
+    """Nuclei of an RGB uint8 image (brightfield unless ``fluorescence``).
+
+    ``threshold``: the nuclear signal's (from :func:`signal_threshold`); default this
+    image's own Otsu threshold.
+    """
+    um = mpp or DEFAULT_MPP
+    if threshold is None:
+        threshold = signal_threshold([pixels], mpp, fluorescence)
+    signal = ndimage.gaussian_filter(nuclear_signal(pixels, fluorescence), SMOOTH_UM / um)
+    if float(signal.max()) <= threshold:
         return _none()
-    threshold = filters.threshold_otsu(signal)
     foreground = ndimage.binary_opening(signal > threshold, iterations=1)
     foreground = ndimage.binary_fill_holes(foreground)
     distance = ndimage.distance_transform_edt(foreground)
     radius_px = max(NUCLEUS_RADIUS_UM / um, 1.0)
     peaks = feature.peak_local_max(
         ndimage.gaussian_filter(distance, radius_px / 3),
-        min_distance=max(int(round(radius_px * 0.8)), 1),
+        min_distance=max(round(radius_px * 0.8), 1),
         labels=measure.label(foreground),
         exclude_border=False,
     )
