@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.deps import Services
-from app.routes import health, hooks, jobs, models, slides, viewer
+from app.routes import health, hooks, jobs, models, slides, viewer, webhooks
 from workers.celery_app import create_celery
 from workers.errors import (
     Conflict,
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs.router,
         models.router,
         hooks.router,
+        webhooks.router,
         viewer.router,
     ):
         app.include_router(router)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_METADATA_BYTES = 16384
 
 
 class SlidePublic(BaseModel):
@@ -81,6 +84,18 @@ class JobCreate(BaseModel):
         description="downstream analyses run on the input and the output of every tissue tile "
         "(GET /v1/hooks lists them), e.g. ['nuclei-count']",
     )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the client's own fields (accession number, specimen id, stain...), stored "
+        "as given and carried into every webhook event",
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value)) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON")
+        return value
 
 
 class HookState(BaseModel):
@@ -139,6 +154,49 @@ class JobPublic(BaseModel):
     report_url: str | None = Field(description="one-page HTML report, once done")
     viewer_url: str
     hooks: dict[str, HookState] = Field(description="each requested hook's state and result")
+    metadata: dict[str, Any] = Field(description="the client's metadata, as given")
+
+
+WebhookEvent = Literal["job.queued", "job.started", "job.completed", "job.failed", "job.cancelled"]
+
+
+class WebhookCreate(BaseModel):
+    """A receiver of job events."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=2048, description="http(s) URL that receives the events")
+    secret: str = Field(
+        min_length=16, max_length=512, description="key of the HMAC-SHA256 body signature"
+    )
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: list(get_args(WebhookEvent)),
+        min_length=1,
+        description="the events to receive (default all)",
+    )
+
+
+class WebhookPublic(BaseModel):
+    """A registered receiver (its secret is never shown again)."""
+
+    id: str
+    url: str
+    events: list[str]
+    created_at: float
+
+
+class DeliveryPublic(BaseModel):
+    """One attempt to deliver one event."""
+
+    event_id: str = Field(description="the same on every retry of one event")
+    event_type: str
+    attempt: int
+    status_code: int | None
+    error: str | None
+    delivered: bool
+    next_attempt_in_s: float | None = Field(description="when it will be retried, if it will")
+    duration_ms: float
+    at: float
 
 
 class ModelPublic(BaseModel):

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q -e '.[worker]'
+export RESTORE_WEBHOOK_ALLOW_PRIVATE="${RESTORE_WEBHOOK_ALLOW_PRIVATE:-true}"  # LIMS on this machine or network
 exec .venv/bin/python -m app "$@"

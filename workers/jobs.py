@@ -47,6 +47,7 @@ class NextStep:
 
     phase: Literal["classify", "restore"]
     todo: list[int]
+    claimed: bool = False  # this call started the job (queued -> running)
 
 
 def start(store: Store, settings: Settings, job_id: str) -> NextStep:
@@ -80,12 +81,10 @@ def start(store: Store, settings: Settings, job_id: str) -> NextStep:
     if params["classify"] and not paths.blur_map.exists():
         done = store.done_blocks(job_id)
         todo = [i for i in range(blocks) if i not in done]
-        return (
-            NextStep("classify", todo)
-            if todo
-            else NextStep("restore", route(store, settings, job_id))
-        )
-    return NextStep("restore", _regions_todo(store, job_id, len(grid.regions)))
+        if todo:
+            return NextStep("classify", todo, claimed)
+        return NextStep("restore", route(store, settings, job_id), claimed)
+    return NextStep("restore", _regions_todo(store, job_id, len(grid.regions)), claimed)
 
 
 def _regions_todo(store: Store, job_id: str, total: int) -> list[int]:
@@ -317,10 +316,12 @@ def unfinished_jobs(store: Store) -> list[tuple[str, str]]:
     ]
 
 
-def fail(store: Store, settings: Settings, job_id: str, message: str) -> None:
-    """Mark an active job failed and drop its partial output."""
+def fail(store: Store, settings: Settings, job_id: str, message: str) -> bool:
+    """Mark an active job failed and drop its partial output; False if it was not active."""
     if store.transition(job_id, ACTIVE_STATES, "failed", error=message, finished_at=time.time()):
         discard_partial(settings, job_id)
+        return True
+    return False
 
 
 def discard_partial(settings: Settings, job_id: str) -> None:

@@ -73,6 +73,19 @@ class Settings(BaseSettings):
         description="share of tissue blurred above which a job recommends a rescan",
     )
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    public_url: str | None = Field(
+        default=None, description="this server's base URL, for absolute links in webhook events"
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="allow webhook receivers on loopback and private addresses "
+        "(scripts/serve.sh turns it on for the embedded quick start)",
+    )
+    webhook_max_attempts: int = Field(default=6, ge=1, description="attempts per event")
+    webhook_backoff_s: float = Field(
+        default=5.0, gt=0, description="wait before the second attempt; doubles after each"
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
     broker_visibility_timeout_s: int = Field(default=3600)
     task_time_limit_s: int = Field(default=3600)
 

@@ -49,6 +49,7 @@ jobs = sa.Table(
     sa.Column("blocks_total", sa.Integer, doc="blur classification blocks (0: none)"),
     sa.Column("metrics", sa.JSON, doc="what the job found and did, once finished"),
     sa.Column("hooks", sa.JSON, doc="each hook's state, result and error, once finished"),
+    sa.Column("client_metadata", sa.JSON, doc="the client's metadata, carried into events"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
@@ -80,6 +81,42 @@ job_hook_regions = sa.Table(
     sa.Column("job_id", sa.String(36), primary_key=True),
     sa.Column("region_index", sa.Integer, primary_key=True),
     sa.Column("done_at", sa.Float, nullable=False),
+)
+
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("secret", sa.String(512), nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("job_id", sa.String(36), index=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("webhook_id", sa.String(36), nullable=False, index=True),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("delivered", sa.Boolean, nullable=False),
+    sa.Column("next_attempt_in_s", sa.Float),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
 )
 
 workers_seen = sa.Table(

@@ -10,7 +10,7 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_init, worker_ready
 
-from workers import job_hooks, jobs
+from workers import job_hooks, jobs, webhooks
 from workers.celery_app import app
 from workers.settings import get_settings
 from workers.store import Store
@@ -75,13 +75,30 @@ class JobTask(Task):  # type: ignore[misc]
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         """Record the error in the job."""
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        jobs.fail(store(), get_settings(), args[0], message)
+        if jobs.fail(store(), get_settings(), args[0], message):
+            _emit(args[0], "job.failed")
+
+
+def _emit(job_id: str, kind: str) -> None:
+    """Record a job event and queue its delivery to each subscribed webhook."""
+    for event_id, webhook_id in webhooks.emit(store(), get_settings(), job_id, kind):
+        deliver_webhook.delay(event_id, webhook_id)
+
+
+@app.task(name="restore.webhook", bind=True)
+def deliver_webhook(self: Task, event_id: str, webhook_id: str, attempt: int = 1) -> None:
+    """POST one event to one receiver; on failure queue the next attempt after its backoff."""
+    retry = webhooks.deliver(store(), get_settings(), event_id, webhook_id, attempt)
+    if retry is not None:
+        deliver_webhook.apply_async((event_id, webhook_id, attempt + 1), countdown=retry)
 
 
 @app.task(name="restore.start_job", base=JobTask, bind=True)
 def start_job(self: Task, job_id: str) -> None:
     """Plan the job and queue its classification blocks, or the regions still to do."""
     step = jobs.start(store(), get_settings(), job_id)
+    if step.claimed:
+        _emit(job_id, "job.started")
     if step.phase == "classify":
         for block_index in step.todo:
             classify_block.delay(job_id, block_index)
@@ -129,4 +146,5 @@ def run_hooks(self: Task, job_id: str, region_index: int) -> None:
 @app.task(name="restore.finish", base=JobTask, bind=True)
 def finish_job(self: Task, job_id: str, takeover: bool = False) -> None:
     """Build the pyramid and publish the output."""
-    jobs.finish(store(), get_settings(), job_id, self.request.id, takeover)
+    if jobs.finish(store(), get_settings(), job_id, self.request.id, takeover):
+        _emit(job_id, "job.completed")

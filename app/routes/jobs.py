@@ -14,7 +14,7 @@ from app.deps import Services, services
 from app.schemas import HookState, JobCreate, JobPublic, Progress
 from models.manifest import ModelManifest
 from models.registry import get_model
-from workers import hooks
+from workers import hooks, webhooks
 from workers.engine import dzi
 from workers.engine.blurmap_image import blur_map_png
 from workers.engine.labels import read_label
@@ -70,6 +70,7 @@ def job_public(job: dict[str, Any]) -> JobPublic:
         report_url=f"{base}/report" if completed else None,
         viewer_url=f"/?job={job['id']}",
         hooks=_hook_states(job, base),
+        metadata=job["client_metadata"] or {},
     )
 
 
@@ -141,10 +142,18 @@ def create_job(body: JobCreate, svc: Svc) -> JobPublic:
             "slide_id": slide["id"],
             "model": AUTO if auto else "+".join(names),
             "params": params,
+            "client_metadata": body.metadata,
         }
     )
+    emit_event(svc, job["id"], "job.queued")
     svc.celery.send_task("restore.start_job", args=[job["id"]])
     return job_public(job)
+
+
+def emit_event(svc: Services, job_id: str, kind: str) -> None:
+    """Record a job event and queue its delivery to each subscribed webhook."""
+    for event_id, webhook_id in webhooks.emit(svc.store, svc.settings, job_id, kind):
+        svc.celery.send_task("restore.webhook", args=[event_id, webhook_id, 1])
 
 
 def _generator(svc: Services, name: str, auto: bool) -> ModelManifest:
@@ -190,6 +199,7 @@ def cancel_job(job_id: str, svc: Svc) -> JobPublic:
     if not svc.store.transition(job_id, ACTIVE_STATES, "cancelled", finished_at=time.time()):
         state = svc.store.get_job(job_id)["state"]
         raise Conflict(f"job {job_id} is already {state}")
+    emit_event(svc, job_id, "job.cancelled")
     return job_public(svc.store.get_job(job_id))
 
 

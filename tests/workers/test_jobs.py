@@ -44,7 +44,8 @@ def setup(tmp_path: Path, test_models: Path, pyramid_tiff: Path):
 def test_regions_run_once_and_a_redelivered_finish_carries_on(setup, pyramid_tiff) -> None:
     settings, store = setup
     step = jobs.start(store, settings, "j1")
-    assert step == jobs.NextStep("restore", list(range(9)))
+    assert step == jobs.NextStep("restore", list(range(9)), claimed=True)
+    assert not jobs.start(store, settings, "j1").claimed  # a second start claims nothing
     todo = step.todo
     last = [jobs.run_region(store, settings, "j1", i) for i in todo]
     assert last[-1] and not any(last[:-1])

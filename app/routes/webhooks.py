@@ -1,0 +1,50 @@
+"""Webhooks: register a LIMS receiver for job events, list and remove it, see its deliveries."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+
+from app.deps import Services, services
+from app.schemas import DeliveryPublic, WebhookCreate, WebhookPublic
+from workers.webhook_store import WebhookStore
+from workers.webhooks import check_url
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+Svc = Annotated[Services, Depends(services)]
+
+
+@router.post("", status_code=201, response_model=WebhookPublic)
+def register(body: WebhookCreate, svc: Svc) -> WebhookPublic:
+    """Register a receiver; events are POSTed to it signed with its secret."""
+    check_url(body.url, svc.settings.webhook_allow_private)
+    record = WebhookStore(svc.store).add(body.url, body.secret, list(body.events))
+    return WebhookPublic.model_validate(record)
+
+
+@router.get("", response_model=list[WebhookPublic])
+def list_webhooks(svc: Svc) -> list[WebhookPublic]:
+    """Every registered receiver."""
+    return [WebhookPublic.model_validate(w) for w in WebhookStore(svc.store).all()]
+
+
+@router.get("/{webhook_id}", response_model=WebhookPublic)
+def get_webhook(webhook_id: str, svc: Svc) -> WebhookPublic:
+    """One receiver."""
+    return WebhookPublic.model_validate(WebhookStore(svc.store).get(webhook_id))
+
+
+@router.delete("/{webhook_id}", status_code=204)
+def delete_webhook(webhook_id: str, svc: Svc) -> Response:
+    """Stop sending events to a receiver (its delivery history stays)."""
+    WebhookStore(svc.store).delete(webhook_id)
+    return Response(status_code=204)
+
+
+@router.get("/{webhook_id}/deliveries", response_model=list[DeliveryPublic])
+def deliveries(webhook_id: str, svc: Svc) -> list[DeliveryPublic]:
+    """Every delivery attempt to a receiver, newest first."""
+    store = WebhookStore(svc.store)
+    store.get(webhook_id)
+    return [DeliveryPublic.model_validate(d) for d in store.deliveries(webhook_id)]
