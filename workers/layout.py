@@ -86,6 +86,16 @@ class JobPaths:
         return self.root / "tiles.csv"
 
     @property
+    def ome_tiff(self) -> Path:
+        """The output as a pyramidal OME-TIFF, once requested."""
+        return self.root / "output.ome.tiff"
+
+    @property
+    def ome_tiff_requested(self) -> Path:
+        """Marks that the OME-TIFF export was queued (so a second request does not queue it)."""
+        return self.root / "output.ome.tiff.requested"
+
+    @property
     def hook_regions(self) -> Path:
         """What the job's hooks measured, one JSON file per region."""
         return self.root / "hook-regions"

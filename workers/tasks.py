@@ -10,7 +10,7 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_init, worker_ready
 
-from workers import job_hooks, jobs, webhooks
+from workers import job_exports, job_hooks, jobs, webhooks
 from workers.celery_app import app
 from workers.settings import get_settings
 from workers.store import Store
@@ -141,6 +141,12 @@ def run_hooks(self: Task, job_id: str, region_index: int) -> None:
     """Run the job's hooks on one region; the task that completes the last queues the finish."""
     if job_hooks.run_region(store(), get_settings(), job_id, region_index):
         finish_job.delay(job_id)
+
+
+@app.task(name="restore.export_ome_tiff", bind=True)
+def export_ome_tiff(self: Task, job_id: str) -> None:
+    """Write a finished job's OME-TIFF (the API queues it on the first download request)."""
+    job_exports.export_ome_tiff(store(), get_settings(), job_id)
 
 
 @app.task(name="restore.finish", base=JobTask, bind=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from app.deps import Services, services
 from app.schemas import HookState, JobCreate, JobPublic, Progress
@@ -26,6 +26,7 @@ from workers.report import render as render_report
 from workers.store import ACTIVE_STATES, FINAL_STATES, new_id
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+EXPORT_RETRY_S = 5
 Svc = Annotated[Services, Depends(services)]
 
 
@@ -238,6 +239,27 @@ def hook_centroids(job_id: str, name: str, svc: Svc) -> FileResponse:
         raise NotFound(f"job {job_id} has no points from hook {name!r}")
     return FileResponse(
         path, media_type="application/geo+json", filename=f"{job_id}-{name}.geojson"
+    )
+
+
+@router.get("/{job_id}/output.ome.tiff", response_model=None)
+def ome_tiff(job_id: str, svc: Svc) -> FileResponse | JSONResponse:
+    """The output as a pyramidal OME-TIFF; the first request queues its export (202)."""
+    _completed_output(svc, job_id)
+    paths = job_paths(svc.settings, job_id)
+    if paths.ome_tiff.is_file():
+        return FileResponse(paths.ome_tiff, media_type="image/tiff", filename=f"{job_id}.ome.tiff")
+    marker = paths.ome_tiff_requested
+    stale = (
+        marker.exists() and time.time() - marker.stat().st_mtime > svc.settings.task_time_limit_s
+    )
+    if not marker.exists() or stale:
+        marker.touch()
+        svc.celery.send_task("restore.export_ome_tiff", args=[job_id])
+    return JSONResponse(
+        {"state": "exporting", "message": "the OME-TIFF is being written; retry shortly"},
+        status_code=202,
+        headers={"Retry-After": str(EXPORT_RETRY_S)},
     )
 
 

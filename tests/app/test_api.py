@@ -1,5 +1,6 @@
 """The REST API through HTTP against the real server command (embedded worker)."""
 
+import time
 import zipfile
 from pathlib import Path
 
@@ -151,6 +152,38 @@ def test_identity_job_output_equals_input_exactly(
     assert attrs["restoration"]["model_sha256"] == job["model_sha256"]
     cors = client.get(job["output_url"] + "/.zattrs", headers={"Origin": "http://viewer.lan"})
     assert cors.headers["access-control-allow-origin"] == "*"
+
+
+def test_output_as_pyramidal_ome_tiff_opens_in_tifffile_and_openslide(
+    embedded: Server, client, slide, pyramid_tiff: Path, tmp_path: Path
+) -> None:
+    import tifffile
+
+    job = wait_for_job(
+        client,
+        client.post("/v1/jobs", json={"slide_id": slide["id"], "model": "identity"}).json()["id"],
+    )
+    url = f"/v1/jobs/{job['id']}/output.ome.tiff"
+    first = client.get(url)
+    assert first.status_code == 202 and first.headers["retry-after"]
+    deadline = time.time() + 60
+    response = first
+    while response.status_code == 202 and time.time() < deadline:
+        time.sleep(0.5)
+        response = client.get(url)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/tiff"
+    path = tmp_path / "out.ome.tiff"
+    path.write_bytes(response.content)
+    sizes = [(1200, 1500), (600, 750), (300, 375), (150, 188)]
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_ome
+        assert [level.shape[:2] for level in tif.series[0].levels] == sizes
+        pixels = tif.series[0].levels[0].asarray()
+        assert 'PhysicalSizeX="0.5"' in tif.ome_metadata
+    assert np.abs(pixels.astype(float) - openslide_pixels(pyramid_tiff)).mean() < 3  # JPEG 90
+    with openslide.OpenSlide(str(path)) as opened:
+        assert [d[::-1] for d in opened.level_dimensions] == sizes
+        assert float(opened.properties["openslide.mpp-x"]) == pytest.approx(0.5)
 
 
 def test_convolution_job_equals_whole_image_convolution(
