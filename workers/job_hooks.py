@@ -21,14 +21,16 @@ import numpy as np
 from workers import hooks
 from workers.engine import omezarr
 from workers.engine.geometry import Box
+from workers.engine.labels import write_label
 from workers.engine.nuclei import DEFAULT_MPP
 from workers.engine.pipeline import MIN_TISSUE_FRACTION, read_padded
 from workers.engine.readers import SlideReader
 from workers.engine.tiling import TileGrid
 from workers.engine.tissue import TissueMap
 from workers.job_readers import job_reader
+from workers.job_results import label_scale
 from workers.layout import JobPaths, job_paths
-from workers.planning import grid_from_params
+from workers.planning import cells_from_params, grid_from_params
 from workers.settings import Settings
 from workers.store import Store
 
@@ -230,6 +232,40 @@ def reduce(
             "centroids": centroids,
         }
     return results, columns
+
+
+def write_density_labels(paths: JobPaths, params: dict[str, Any], info: dict[str, Any]) -> None:
+    """``labels/<hook>-density``: per blur-map cell, the points a hook found on the output."""
+    if not params.get("hooks"):
+        return
+    regions = [json.loads(p.read_text()) for p in sorted(paths.hook_regions.glob("*.json"))]
+    cells = cells_from_params(params)
+    cell_out = cells.cell_px * params["scale"]
+    scale, unit = label_scale(params, info)
+    for name in params["hooks"]:
+        rows = [
+            row for r in regions if name in r and not r[name]["error"] for row in r[name]["tiles"]
+        ]
+        if not rows or not any("centroids" in row["after"] for row in rows):
+            continue
+        counts = np.zeros(cells.shape, dtype=np.int64)
+        for row in rows:
+            x0, y0 = row["origin"]
+            for x, y in row["after"].get("centroids", []):
+                r, c = int((y0 + y) // cell_out), int((x0 + x) // cell_out)
+                if 0 <= r < counts.shape[0] and 0 <= c < counts.shape[1]:
+                    counts[r, c] += 1
+        values = np.minimum(counts, np.iinfo(np.uint16).max)
+        write_label(
+            paths.partial,
+            f"{name}-density",
+            values,
+            scale,
+            unit,
+            ["none"],
+            [(0, 0, 0, 0)],
+            "uint16",
+        )
 
 
 def write_geojson(path: Path, name: str, rows: list[dict[str, Any]]) -> int:

@@ -32,16 +32,23 @@ ROUTE_COLOURS = [
 ]
 
 
+def label_scale(
+    params: dict[str, Any], info: dict[str, Any]
+) -> tuple[tuple[float, float], str | None]:
+    """(y, x) scale of a label on the job's cells, in the image's units, and that unit."""
+    cell_px = cells_from_params(params).cell_px
+    mpp_x, mpp_y = info["mpp_x"], info["mpp_y"]
+    if mpp_x and mpp_y:
+        return (cell_px * mpp_y, cell_px * mpp_x), "micrometer"
+    return (float(cell_px * params["scale"]),) * 2, None
+
+
 def write_blur_labels(paths: JobPaths, params: dict[str, Any], info: dict[str, Any]) -> None:
     """``labels/blur`` and ``labels/restored`` on the blur map's cells, when classified."""
     if not paths.blur_map.exists():
         return
     cells = cells_from_params(params)
-    mpp_x, mpp_y = info["mpp_x"], info["mpp_y"]
-    unit = "micrometer" if mpp_x and mpp_y else None
-    cell_scale = (cells.cell_px * (mpp_y or 1.0), cells.cell_px * (mpp_x or 1.0))
-    if not (mpp_x and mpp_y):
-        cell_scale = (float(cells.cell_px * params["scale"]),) * 2
+    cell_scale, unit = label_scale(params, info)
     blur_map = BlurMap.load(paths.blur_map)
     write_label(
         paths.partial,

@@ -249,6 +249,7 @@ def finish(
     mpp = _output_mpp(slide["info"], job["params"]["scale"])
     if paths.partial.exists():
         job_results.write_blur_labels(paths, job["params"], slide["info"])
+        job_hooks.write_density_labels(paths, job["params"], slide["info"])
         pipeline.finish_output(
             paths.partial,
             paths.output,

@@ -24,8 +24,12 @@ def write_label(
     unit: str | None,
     names: list[str],
     colours: list[tuple[int, int, int, int]],
+    dtype: str = "uint8",
 ) -> None:
-    """Write ``labels/<name>`` (uint8 cells) and add it to ``labels/.zattrs``."""
+    """Write ``labels/<name>`` (cells of ``dtype``) and add it to ``labels/.zattrs``.
+
+    ``names`` and ``colours`` describe the values 0, 1, ... (a count label lists only 0).
+    """
     root = zarr.open_group(str(image), mode="a", zarr_format=2)
     labels = root.require_group("labels")
     group = labels.require_group(name)
@@ -33,13 +37,13 @@ def write_label(
         name="0",
         shape=(1, *values.shape),
         chunks=(1, *(min(s, 1024) for s in values.shape)),
-        dtype="uint8",
+        dtype=dtype,
         fill_value=0,
         compressors=numcodecs.Blosc(cname="zstd", clevel=3),
         chunk_key_encoding={"name": "v2", "separator": "/"},
         overwrite=True,
     )
-    array[0] = values.astype(np.uint8)
+    array[0] = values.astype(dtype)
     group.attrs.update(
         {
             "multiscales": [
