@@ -23,7 +23,7 @@ from workers.engine import omezarr
 from workers.engine.geometry import Box
 from workers.engine.labels import write_label
 from workers.engine.nuclei import DEFAULT_MPP
-from workers.engine.pipeline import MIN_TISSUE_FRACTION, read_padded
+from workers.engine.pipeline import MIN_TISSUE_FRACTION, mirror_to, read_padded
 from workers.engine.readers import SlideReader
 from workers.engine.tiling import TileGrid
 from workers.engine.tissue import TissueMap
@@ -182,15 +182,7 @@ def _read_output(output: Path, grid: TileGrid, context: Box) -> np.ndarray:
     wanted = grid.output_box(context)
     inside = wanted.intersect(full)
     assert inside is not None
-    pixels = omezarr.read_box(output, inside)
-    pad = (
-        (inside.y - wanted.y, wanted.bottom - inside.bottom),
-        (inside.x - wanted.x, wanted.right - inside.right),
-        (0, 0),
-    )
-    if any(p for axis in pad for p in axis):
-        pixels = np.pad(pixels, pad, mode="symmetric")
-    return pixels
+    return mirror_to(omezarr.read_box(output, inside), inside, wanted)
 
 
 def reduce(

@@ -140,6 +140,11 @@ def read_padded(reader: SlideReader, box: Box) -> np.ndarray:
     if inside is None:
         raise ValueError(f"{box} lies outside the slide")
     pixels = reader.read_region((inside.x, inside.y), 0, (inside.width, inside.height))
+    return mirror_to(pixels, inside, box)
+
+
+def mirror_to(pixels: np.ndarray, inside: Box, box: Box) -> np.ndarray:
+    """The pixels of ``inside`` grown to ``box`` (which holds it) by mirroring them."""
     pad = (
         (inside.y - box.y, box.bottom - inside.bottom),
         (inside.x - box.x, box.right - inside.right),
