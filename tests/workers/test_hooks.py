@@ -14,7 +14,6 @@ import pytest
 from tests import fixtures
 from tests.engine.test_nuclei import he_image
 from workers import hooks
-from workers.engine.labels import read_label
 from workers.layout import job_paths
 from workers.planning import plan_params
 from workers.settings import Settings
