@@ -68,3 +68,19 @@ def test_dab_brown_nuclei_count_as_positive() -> None:
     hook = NucleiCount()
     result = hook.measure(image, Box(0, 0, 256, 128), 0.25, hook.calibrate([image], 0.25))
     assert result["count"] == 2 and result["dab_positive"] == 1
+
+
+def test_fluorescence_nuclei_of_unknown_size_are_measured_then_counted() -> None:
+    rng = np.random.default_rng(3)
+    rows, cols = np.mgrid[0:600, 0:800]
+    image = rng.normal(6, 2, (600, 800, 3))
+    centres = [(x, y) for y in (120, 300, 480) for x in (130, 330, 530, 700)]
+    for x, y in centres:  # dim Hoechst-like nuclei 90 px across, textured
+        inside = (cols - x) ** 2 + (rows - y) ** 2 <= 45**2
+        image[inside, 2] = 40 + rng.normal(0, 6, inside.sum())
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    hook = NucleiCount()
+    calibration = hook.calibrate([image], None)
+    assert calibration["fluorescence"] and 30 < calibration["radius_um"] * 4 < 60  # px
+    result = hook.measure(image, Box(0, 0, 800, 600), None, calibration)
+    assert result["count"] == len(centres)

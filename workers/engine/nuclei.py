@@ -21,7 +21,7 @@ NUCLEUS_RADIUS_UM = 2.5  # seeds lie at least 0.8 of this apart (a nucleus is 5-
 MIN_AREA_UM2 = 6.0  # smaller objects are debris or noise
 SMOOTH_UM = 0.5
 MIN_OPTICAL_DENSITY = 0.04  # nuclei are above (Otsu on gbm40: 0.08-0.15); stroma about 0.01
-MIN_FLUORESCENCE = 0.1  # of the brightest channel, in [0, 1]
+MIN_FLUORESCENCE = 0.03  # of the brightest channel, in [0, 1] (dim widefield nuclei: 0.1-0.2)
 DAB_POSITIVE = 0.15  # mean DAB optical density over a nucleus
 DEFAULT_MPP = 0.25  # microns per pixel assumed when a slide does not say (40x)
 
@@ -73,16 +73,35 @@ def signal_threshold(samples: list[np.ndarray], mpp: float | None, fluorescence:
     return max(float(filters.threshold_otsu(signal)), floor)
 
 
+def typical_radius_um(
+    samples: list[np.ndarray], threshold: float, fluorescence: bool, mpp: float | None
+) -> float:
+    """The median equivalent radius of the nuclear-stained objects in samples, in microns.
+
+    For images that give no pixel size, where nuclei can be of any size in pixels.
+    """
+    um = mpp or DEFAULT_MPP
+    radii = []
+    for sample in samples:
+        signal = ndimage.gaussian_filter(nuclear_signal(sample, fluorescence), SMOOTH_UM / um)
+        mask = ndimage.binary_fill_holes(ndimage.binary_opening(signal > threshold))
+        labels, count = ndimage.label(mask)
+        areas = np.bincount(labels.ravel())[1:] if count else np.zeros(0)
+        radii += list(np.sqrt(areas[areas >= MIN_AREA_UM2 / (um * um)] / np.pi) * um)
+    return float(np.median(radii)) if radii else NUCLEUS_RADIUS_UM
+
+
 def detect(
     pixels: np.ndarray,
     mpp: float | None = None,
     fluorescence: bool = False,
     threshold: float | None = None,
+    radius_um: float = NUCLEUS_RADIUS_UM,
 ) -> Nuclei:
     """Nuclei of an RGB uint8 image (brightfield unless ``fluorescence``).
 
     ``threshold``: the nuclear signal's (from :func:`signal_threshold`); default this
-    image's own Otsu threshold.
+    image's own Otsu threshold. ``radius_um``: seeds lie at least 0.8 of it apart.
     """
     um = mpp or DEFAULT_MPP
     if threshold is None:
@@ -93,7 +112,7 @@ def detect(
     foreground = ndimage.binary_opening(signal > threshold, iterations=1)
     foreground = ndimage.binary_fill_holes(foreground)
     distance = ndimage.distance_transform_edt(foreground)
-    radius_px = max(NUCLEUS_RADIUS_UM / um, 1.0)
+    radius_px = max(radius_um / um, 1.0)
     peaks = feature.peak_local_max(
         ndimage.gaussian_filter(distance, radius_px / 3),
         min_distance=max(round(radius_px * 0.8), 1),

@@ -40,11 +40,18 @@ class NucleiCount:
     }
 
     def calibrate(self, samples: list[np.ndarray], mpp: float | None) -> dict[str, Any]:
-        """Brightfield or fluorescence (a dark background), and the slide's signal threshold."""
+        """Brightfield or fluorescence, the slide's signal threshold, the nuclei's radius.
+
+        Fluorescence: a dark background. The radius is measured on the samples when the
+        slide gives no pixel size, else a typical nucleus's.
+        """
         grey = np.concatenate([s[..., :3].mean(axis=2).ravel() for s in samples])
         fluorescence = float(np.median(grey)) < FLUORESCENCE_GREY
         threshold = nuclei.signal_threshold(samples, mpp, fluorescence)
-        return {"fluorescence": fluorescence, "threshold": threshold}
+        radius = nuclei.NUCLEUS_RADIUS_UM
+        if mpp is None:  # nuclei could be any size in pixels: measure them
+            radius = nuclei.typical_radius_um(samples, threshold, fluorescence, mpp)
+        return {"fluorescence": fluorescence, "threshold": threshold, "radius_um": radius}
 
     def measure(
         self, pixels: np.ndarray, core: Box, mpp: float | None, calibration: dict[str, Any]
@@ -55,6 +62,7 @@ class NucleiCount:
             mpp,
             fluorescence=bool(calibration.get("fluorescence", False)),
             threshold=calibration.get("threshold"),
+            radius_um=calibration.get("radius_um", nuclei.NUCLEUS_RADIUS_UM),
         )
         x, y = found.centroids[:, 0], found.centroids[:, 1]
         inside = (x >= core.x) & (x < core.right) & (y >= core.y) & (y < core.bottom)
