@@ -150,6 +150,7 @@ class JobPublic(BaseModel):
     output_url: str | None
     dzi_url: str | None
     tiles_url: str | None = Field(description="per-tile table (CSV), once done")
+    tiles_parquet_url: str | None = Field(description="the same table as Parquet, once done")
     blur_map_url: str | None = Field(description="blur map as an RGBA PNG, one pixel per cell")
     report_url: str | None = Field(description="one-page HTML report, once done")
     viewer_url: str

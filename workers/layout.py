@@ -86,6 +86,11 @@ class JobPaths:
         return self.root / "tiles.csv"
 
     @property
+    def tile_table_parquet(self) -> Path:
+        """The per-tile table as Parquet, written on the first request."""
+        return self.root / "tiles.parquet"
+
+    @property
     def ome_tiff(self) -> Path:
         """The output as a pyramidal OME-TIFF, once requested."""
         return self.root / "output.ome.tiff"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,16 @@ def write_csv(directory: Path, target: Path, extra: dict[int, dict[str, Any]] | 
         writer.writerows(rows)
     partial.replace(target)
     return len(rows)
+
+
+def write_parquet(table_csv: Path, target: Path) -> None:
+    """The finished CSV table as Parquet, with typed columns (empty cells are nulls)."""
+    from pyarrow import csv as arrow_csv
+    from pyarrow import parquet
+
+    partial = target.with_suffix(f".{time.time_ns()}.partial")
+    parquet.write_table(arrow_csv.read_csv(table_csv), partial)
+    partial.replace(target)
 
 
 def tile_rows(

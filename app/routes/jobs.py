@@ -24,6 +24,7 @@ from workers.layout import job_paths
 from workers.planning import AUTO, CLASSIFIER, plan_params, requested_models
 from workers.report import render as render_report
 from workers.store import ACTIVE_STATES, FINAL_STATES, new_id
+from workers.tile_table import write_parquet
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 EXPORT_RETRY_S = 5
@@ -67,6 +68,7 @@ def job_public(job: dict[str, Any]) -> JobPublic:
         output_url=f"{base}/output.zarr" if completed else None,
         dzi_url=f"{base}/output.dzi" if completed else None,
         tiles_url=f"{base}/tiles.csv" if completed else None,
+        tiles_parquet_url=f"{base}/tiles.parquet" if completed else None,
         blur_map_url=f"{base}/blur-map.png" if completed and params.get("classify") else None,
         report_url=f"{base}/report" if completed else None,
         viewer_url=f"/?job={job['id']}",
@@ -271,6 +273,22 @@ def tile_table(job_id: str, svc: Svc) -> FileResponse:
     if not path.is_file():
         raise NotFound(f"job {job_id} has no tile table")
     return FileResponse(path, media_type="text/csv", filename=f"{job_id}-tiles.csv")
+
+
+@router.get("/{job_id}/tiles.parquet")
+def tile_table_parquet(job_id: str, svc: Svc) -> FileResponse:
+    """The per-tile table as Parquet (typed columns), for pandas, Polars, DuckDB or Spark."""
+    _completed_output(svc, job_id)
+    paths = job_paths(svc.settings, job_id)
+    if not paths.tile_table.is_file():
+        raise NotFound(f"job {job_id} has no tile table")
+    if not paths.tile_table_parquet.is_file():
+        write_parquet(paths.tile_table, paths.tile_table_parquet)
+    return FileResponse(
+        paths.tile_table_parquet,
+        media_type="application/vnd.apache.parquet",
+        filename=f"{job_id}-tiles.parquet",
+    )
 
 
 @router.get("/{job_id}/blur-map.png")

@@ -75,6 +75,15 @@ def test_an_auto_job_reports_what_it_found_and_did(server: Server, finished: dic
         rows = list(csv.DictReader(io.StringIO(table.text)))
         assert len(rows) == metrics["tiles"]["total"]
         assert {r["model"] for r in rows} >= {"", "deblur-defocus", "deblur-motion"}
+        parquet = client.get(finished["tiles_parquet_url"])
+        assert parquet.status_code == 200 and parquet.content[:4] == b"PAR1"
+        from pyarrow import parquet as pq
+
+        typed = pq.read_table(io.BytesIO(parquet.content))
+        assert (
+            typed.num_rows == len(rows) and str(typed.schema.field("confidence").type) == "double"
+        )
+        assert typed.column("tile").to_pylist() == [int(r["tile"]) for r in rows]
         png = client.get(finished["blur_map_url"])
         assert png.status_code == 200
         cells = np.asarray(Image.open(io.BytesIO(png.content)))
