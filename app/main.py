@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -53,6 +54,20 @@ async def _domain_error(_request: Request, error: Exception) -> JSONResponse:
     )
 
 
+async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
+    """A request that does not match its schema: 422 naming each field and what is wrong."""
+    assert isinstance(error, RequestValidationError)
+    problems = [
+        f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: "
+        + ("unknown field" if e["type"] == "extra_forbidden" else e["msg"])
+        for e in error.errors()
+    ]
+    return JSONResponse(
+        {"code": "invalid_request", "message": "; ".join(problems), "detail": error.errors()},
+        status_code=422,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API; services open in the lifespan, nothing heavy at import."""
     settings = settings or get_settings()
@@ -80,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["Content-Length", "Content-Range"],
     )
     app.add_exception_handler(RestoreError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     for router in (
         health.router,
         slides.router,

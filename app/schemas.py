@@ -46,7 +46,9 @@ class EvaluationSpec(BaseModel):
 
 
 class JobCreate(BaseModel):
-    """What to restore and how."""
+    """What to restore and how (an unknown field is refused, never dropped)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     slide_id: str
     model: str | list[str] = Field(

@@ -120,6 +120,8 @@ def test_models_are_listed(client: httpx.Client) -> None:
         ({"model": "identity", "tile_px": 100, "overlap_px": 16}, 422, "overlap_px"),
         ({"model": "identity", "tile_px": 8}, 422, "tile_px"),
         ({"model": "identity", "hooks": ["cell-counter-9000"]}, 422, "not installed"),
+        ({"model": "identity", "webhook_url": "http://lims/"}, 422, "webhook_url: unknown field"),
+        ({"model": "identity", "min_confidence": 2}, 422, "min_confidence: Input should be"),
     ],
 )
 def test_bad_job_requests(client: httpx.Client, slide: dict, body, status, text) -> None:
