@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.deps import Services
-from app.routes import health, hooks, jobs, models, slides, viewer, webhooks
+from app.routes import docs, health, hooks, jobs, models, slides, viewer, webhooks
 from workers.celery_app import create_celery
 from workers.errors import (
     Conflict,
@@ -86,7 +86,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services.sandbox.close()
         app.state.services.store.dispose()
 
-    app = FastAPI(title="Whole-slide restoration server", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Whole-slide restoration server",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,  # served by app.routes.docs with local assets (no CDN)
+        redoc_url=None,  # ReDoc loads from a CDN; Swagger UI at /docs covers it
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -97,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RestoreError, _domain_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     for router in (
+        docs.router,
         health.router,
         slides.router,
         jobs.router,

@@ -60,3 +60,32 @@ def test_viewer_shows_input_and_output_without_console_errors(
     assert not errors, errors
     assert any("/v1/slides/" in url for url in tiles), "no input tiles were drawn"
     assert any("/v1/jobs/" in url for url in tiles), "no output tiles were drawn"
+
+
+def test_api_docs_render_offline_with_no_external_request(
+    embedded: Server, tmp_path: Path
+) -> None:
+    """An air-gapped hospital: /docs must load every asset from this server."""
+    if CHROMIUM is None:
+        pytest.fail("Chromium is not installed (apt-get install chromium)")
+    html = httpx.get(f"{embedded.url}/docs", timeout=30).text
+    assert "http://" not in html and "https://" not in html
+    requested: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("request", lambda r: requested.append(r.url))
+        page.route(  # anything not from this server fails, as it would offline
+            "**/*",
+            lambda route: route.continue_()
+            if route.request.url.startswith(embedded.url) or route.request.url.startswith("data:")
+            else route.abort(),
+        )
+        page.goto(f"{embedded.url}/docs")
+        page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
+        page.wait_for_selector('.opblock-summary-path[data-path="/v1/jobs"]', timeout=30_000)
+        page.screenshot(path=str(tmp_path / "docs.png"))
+        browser.close()
+    external = [u for u in requested if not u.startswith((embedded.url, "data:"))]
+    assert not external, external
+    assert any(u.endswith("/openapi.json") for u in requested)
