@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -163,6 +164,9 @@ def run_region(store: Store, settings: Settings, job_id: str, region_index: int)
                 settings.tile_batch_px,
                 should_stop=lambda: store.job_state(job_id) != "running",
                 levels=params.get("region_levels", 1),
+                progress=_throttled(
+                    lambda done: store.record_tile_progress(job_id, region_index, done)
+                ),
             )
         except pipeline.JobCancelled:
             discard_partial(settings, job_id)
@@ -177,6 +181,19 @@ def run_region(store: Store, settings: Settings, job_id: str, region_index: int)
             result.seconds,
         )
     return len(store.done_regions(job_id)) == len(grid.regions)
+
+
+def _throttled(report: Callable[[int], None], every_s: float = 1.0) -> Callable[[int], None]:
+    """``report``, called at most once per ``every_s`` (the first call always)."""
+    last = [-every_s]
+
+    def call(value: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            report(value)
+
+    return call
 
 
 def _decisions(

@@ -75,6 +75,16 @@ job_blocks = sa.Table(
     sa.Column("done_at", sa.Float, nullable=False),
 )
 
+job_tile_progress = sa.Table(
+    "job_tile_progress",
+    metadata,
+    sa.Column("job_id", sa.String(36), primary_key=True),
+    sa.Column("region_index", sa.Integer, primary_key=True),
+    sa.Column("tiles_done", sa.Integer, nullable=False),
+    sa.Column("first_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 job_hook_regions = sa.Table(
     "job_hook_regions",
     metadata,
@@ -237,6 +247,20 @@ class Store:
                     sa.func.count(), sa.func.coalesce(sa.func.sum(job_regions.c.tiles), 0)
                 ).where(job_regions.c.job_id == job_id)
             ).one()
+            finished = sa.select(job_regions.c.region_index).where(job_regions.c.job_id == job_id)
+            running = conn.execute(
+                sa.select(
+                    sa.func.coalesce(sa.func.sum(job_tile_progress.c.tiles_done), 0),
+                ).where(
+                    job_tile_progress.c.job_id == job_id,
+                    job_tile_progress.c.region_index.not_in(finished),
+                )
+            ).one()
+            first_tile_at = conn.execute(
+                sa.select(sa.func.min(job_tile_progress.c.first_at)).where(
+                    job_tile_progress.c.job_id == job_id
+                )
+            ).scalar()
             blocks = conn.execute(
                 sa.select(sa.func.count()).where(job_blocks.c.job_id == job_id)
             ).scalar()
@@ -245,7 +269,8 @@ class Store:
             **record,
             "params": _upgraded_params(record),
             "regions_done": int(done[0]),
-            "tiles_done": int(done[1]),
+            "tiles_done": int(done[1]) + int(running[0]),
+            "restore_started_at": first_tile_at,
             "blocks_done": int(blocks or 0),
         }
 
@@ -299,6 +324,22 @@ class Store:
         values = {"job_id": job_id, "region_index": region_index, "tiles": tiles}
         values.update(tiles_restored=tiles_restored, seconds=seconds, done_at=time.time())
         return self._insert_once(job_regions, values)
+
+    def record_tile_progress(self, job_id: str, region_index: int, tiles_done: int) -> None:
+        """How many tiles of a running region are finished (the region row takes over)."""
+        now = time.time()
+        where = (job_tile_progress.c.job_id == job_id) & (
+            job_tile_progress.c.region_index == region_index
+        )
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                job_tile_progress.update()
+                .where(where)
+                .values(tiles_done=tiles_done, updated_at=now)
+            ).rowcount
+        if not updated:
+            values = {"job_id": job_id, "region_index": region_index, "tiles_done": tiles_done}
+            self._insert_once(job_tile_progress, {**values, "first_at": now, "updated_at": now})
 
     def mark_block_done(self, job_id: str, block_index: int, seconds: float) -> bool:
         """Record a classified block once; False if it was already recorded."""

@@ -36,8 +36,9 @@ def job_public(job: dict[str, Any]) -> JobPublic:
     done, total = job["tiles_done"], job["tiles_total"]
     blocks_done, blocks_total = job["blocks_done"], job["blocks_total"] or 0
     eta = None
-    if job["state"] == "running" and job["started_at"] and 0 < done < total:
-        eta = (time.time() - job["started_at"]) * (total - done) / done
+    since = job["restore_started_at"] or job["started_at"]
+    if job["state"] == "running" and since and 0 < done < total:
+        eta = (time.time() - since) * (total - done) / done  # at the tiles-per-second so far
     completed = job["state"] == "completed"
     base = f"/v1/jobs/{job['id']}"
     params = job["params"]

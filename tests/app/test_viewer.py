@@ -62,9 +62,7 @@ def test_viewer_shows_input_and_output_without_console_errors(
     assert any("/v1/jobs/" in url for url in tiles), "no output tiles were drawn"
 
 
-def test_api_docs_render_offline_with_no_external_request(
-    embedded: Server, tmp_path: Path
-) -> None:
+def test_api_docs_render_offline_with_no_external_request(embedded: Server, tmp_path: Path) -> None:
     """An air-gapped hospital: /docs must load every asset from this server."""
     if CHROMIUM is None:
         pytest.fail("Chromium is not installed (apt-get install chromium)")
@@ -77,9 +75,12 @@ def test_api_docs_render_offline_with_no_external_request(
         page.on("request", lambda r: requested.append(r.url))
         page.route(  # anything not from this server fails, as it would offline
             "**/*",
-            lambda route: route.continue_()
-            if route.request.url.startswith(embedded.url) or route.request.url.startswith("data:")
-            else route.abort(),
+            lambda route: (
+                route.continue_()
+                if route.request.url.startswith(embedded.url)
+                or route.request.url.startswith("data:")
+                else route.abort()
+            ),
         )
         page.goto(f"{embedded.url}/docs")
         page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)

@@ -96,3 +96,19 @@ def test_read_padded_mirrors_outside_the_slide(noise_image) -> None:
     assert pixels.shape == (10, 10, 3)
     assert np.array_equal(pixels[2:, 3:], noise_image[:8, :7])
     assert np.array_equal(pixels[1, 3:], noise_image[0, :7])
+
+
+def test_progress_counts_tiles_as_they_finish(tmp_path: Path, noise_image) -> None:
+    grid = TileGrid(Box(0, 0, 900, 700), tile_px=128, halo_px=0, region_px=512)
+    omezarr.create_store(tmp_path / "o.zarr", 900, 700, 128)
+    heard: list[int] = []
+    pipeline.restore_region(
+        ArrayReader(noise_image),
+        pipeline.UniformPlan(Identity()),
+        grid,
+        0,
+        tmp_path / "o.zarr",
+        batch_size=2,
+        progress=heard.append,
+    )
+    assert heard == list(range(2, 17, 2))  # 16 tiles in region 0, two per model call

@@ -90,3 +90,28 @@ def test_a_job_stored_before_blur_routing_reads_with_its_model_as_the_chain(tmp_
     params = store.get_job("old")["params"]
     assert params["models"] == ["deblur-defocus"] and not params["auto"] and not params["classify"]
     assert params["scale"] == 1
+
+
+def test_tiles_of_running_regions_count_once_towards_progress(tmp_path) -> None:
+    from workers.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.add_slide(
+        {
+            "id": "s",
+            "filename": "a.tif",
+            "sha256": "0" * 64,
+            "size_bytes": 1,
+            "path": "p",
+            "info": {},
+        }
+    )
+    store.add_job({"id": "j", "slide_id": "s", "model": "m", "params": {"models": ["m"]}})
+    store.record_tile_progress("j", 0, 3)
+    store.record_tile_progress("j", 1, 5)
+    store.record_tile_progress("j", 0, 7)
+    job = store.get_job("j")
+    assert job["tiles_done"] == 12 and job["restore_started_at"] is not None
+    store.mark_region_done("j", 0, 16, 16, 1.0)  # region 0 done: its row counts, not progress
+    assert store.get_job("j")["tiles_done"] == 16 + 5
+    store.dispose()

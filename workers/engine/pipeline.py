@@ -190,11 +190,13 @@ def restore_region(
     batch_px: int = 1_500_000,
     should_stop: Callable[[], bool] = lambda: False,
     levels: int = 1,
+    progress: Callable[[int], None] = lambda tiles_done: None,
 ) -> RegionResult:
     """Restore one region of the grid and write it to ``output`` (``levels`` pyramid levels).
 
     Every tile the region owns is run once through its planned restorer (or copied
     through) and laid into the region; copied tiles come out bit-identical to the input.
+    ``progress`` hears how many of the region's tiles are finished after each model call.
     """
     clock = StageClock()
     region = grid.regions[region_index]
@@ -225,6 +227,7 @@ def restore_region(
     with clock("read"):
         source = TileSource(grid, union, read_padded(reader, union))
     ramp_px = plan.overlay_ramp_px if grid.scale == 1 else None
+    finished = len(copied)
     accumulator: Accumulator | Canvas = (
         Canvas(out_box, channels=3) if ramp_px is None else Accumulator(out_box, channels=3)
     )
@@ -251,6 +254,8 @@ def restore_region(
                     accumulator.add(grid.output_box(tile.core), restored, weight)
                 with clock("measure"):
                     records[tile.index] = source.record(tile, used, restored)
+            finished += len(batch)
+            progress(finished)
     with clock("blend"):
         if isinstance(accumulator, Canvas):
             for tile in copied:
