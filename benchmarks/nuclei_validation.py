@@ -43,24 +43,39 @@ def load(index: int) -> tuple[np.ndarray, np.ndarray]:
     return image, seeds
 
 
+class Tally:
+    """Detections against annotations over images: precision, recall, F1, count error."""
+
+    def __init__(self) -> None:
+        self.found = self.true = self.matched = 0
+        self.errors: list[float] = []
+
+    def add(self, found: np.ndarray, truth: np.ndarray, radius_px: float) -> None:
+        """One image's detected and annotated centres (x, y)."""
+        self.matched += nuclei.match(found, truth, radius_px)
+        self.found += len(found)
+        self.true += len(truth)
+        self.errors.append(abs(len(found) - len(truth)) / len(truth))
+
+    def figures(self) -> dict[str, float]:
+        """The figures so far."""
+        precision, recall = self.matched / self.found, self.matched / self.true
+        return {
+            "images": len(self.errors),
+            "precision": precision,
+            "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall),
+            "count_error": float(np.mean(self.errors)),
+        }
+
+
 def score(indices: range) -> dict[str, float]:
     """Precision, recall, F1 and mean absolute count error over some tiles."""
-    found_total = true_total = matched = 0
-    errors = []
+    tally = Tally()
     for index in indices:
         image, seeds = load(index)
-        found = nuclei.detect(image, MPP)
-        matched += nuclei.match(found.centroids, seeds, MATCH_PX)
-        found_total += found.count
-        true_total += len(seeds)
-        errors.append(abs(found.count - len(seeds)) / len(seeds))
-    precision, recall = matched / found_total, matched / true_total
-    return {
-        "precision": precision,
-        "recall": recall,
-        "f1": 2 * precision * recall / (precision + recall),
-        "count_error": float(np.mean(errors)),
-    }
+        tally.add(nuclei.detect(image, MPP).centroids, seeds, MATCH_PX)
+    return tally.figures()
 
 
 def restored_counts(indices: range) -> list[tuple[int, int, int, int]]:
@@ -98,8 +113,7 @@ def score_fluorescence() -> dict[str, float]:
     from workers.hooks.nuclei_count import NucleiCount
 
     hook = NucleiCount()
-    found_total = true_total = matched = 0
-    errors = []
+    tally = Tally()
     for path in sorted((FLUORESCENCE / "images").glob("*.png")):
         label_path = FLUORESCENCE / "labels" / path.name
         if not label_path.exists():
@@ -117,18 +131,8 @@ def score_fluorescence() -> dict[str, float]:
             threshold=calibration["threshold"],
             radius_um=calibration["radius_um"],
         )
-        matched += nuclei.match(found.centroids, truth, FLUORESCENCE_MATCH_PX)
-        found_total += found.count
-        true_total += len(truth)
-        errors.append(abs(found.count - len(truth)) / len(truth))
-    precision, recall = matched / found_total, matched / true_total
-    return {
-        "images": len(errors),
-        "precision": precision,
-        "recall": recall,
-        "f1": 2 * precision * recall / (precision + recall),
-        "count_error": float(np.mean(errors)),
-    }
+        tally.add(found.centroids, truth, FLUORESCENCE_MATCH_PX)
+    return tally.figures()
 
 
 def main() -> None:
