@@ -344,3 +344,27 @@ def test_upload_named_like_the_thumbnail_keeps_the_original(client, tmp_path: Pa
     job = client.post("/v1/jobs", json={"slide_id": slide["id"], "model": "identity"}).json()
     done = wait_for_job(client, job["id"])
     assert done["state"] == "completed", done["error"]
+
+
+def test_progress_of_a_one_region_job_moves_before_the_region_ends(client, slide) -> None:
+    body = {
+        "slide_id": slide["id"],
+        "model": "blur3x3",
+        "region": [0, 0, 512, 512],
+        "tile_px": 32,
+        "skip_background": False,
+    }
+    job = client.post("/v1/jobs", json=body).json()
+    seen = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        current = client.get(f"/v1/jobs/{job['id']}").json()
+        progress = current["progress"]
+        seen.append((progress["tiles_done"], progress["regions_done"], current["eta_s"]))
+        if current["state"] in ("completed", "failed"):
+            break
+        time.sleep(0.05)
+    assert current["state"] == "completed" and progress["regions_total"] == 1
+    midway = [(t, eta) for t, regions, eta in seen if regions == 0 and 0 < t < 256]
+    assert midway, seen[-5:]  # tiles counted while the only region was still running
+    assert all(eta is not None and eta >= 0 for _, eta in midway)
