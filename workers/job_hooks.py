@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +95,7 @@ def _calibration(
         except Exception as error:  # measure_region reports the hook failed
             calibration[name] = {"error": f"{type(error).__name__}: {error}"}
     paths.hook_calibration.parent.mkdir(parents=True, exist_ok=True)
-    partial = paths.hook_calibration.with_suffix(".partial")
+    partial = paths.hook_calibration.with_suffix(f".{os.getpid()}.{time.time_ns()}.partial")
     partial.write_text(json.dumps(calibration))
     partial.replace(paths.hook_calibration)
     return calibration

@@ -228,8 +228,11 @@ def output_file(job_id: str, file_path: str, svc: Svc) -> FileResponse:
 def _hooks(names: list[str]) -> list[str]:
     """The requested hooks, each once, after checking that they are installed."""
     unique = list(dict.fromkeys(names))
-    for name in unique:
-        hooks.load(name)
+    installed = hooks.installed()
+    missing = [name for name in unique if name not in installed]
+    if missing:
+        names_installed = ", ".join(sorted(installed)) or "none"
+        raise InvalidInput(f"hook {missing[0]!r} is not installed (installed: {names_installed})")
     return unique
 
 
