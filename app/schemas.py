@@ -7,6 +7,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from workers.webhooks import WebhookEvent
+
 MAX_METADATA_BYTES = 16384
 
 
@@ -158,9 +160,6 @@ class JobPublic(BaseModel):
     viewer_url: str
     hooks: dict[str, HookState] = Field(description="each requested hook's state and result")
     metadata: dict[str, Any] = Field(description="the client's metadata, as given")
-
-
-WebhookEvent = Literal["job.queued", "job.started", "job.completed", "job.failed", "job.cancelled"]
 
 
 class WebhookCreate(BaseModel):

@@ -79,7 +79,7 @@ class JobTask(Task):  # type: ignore[misc]
             _emit(args[0], "job.failed")
 
 
-def _emit(job_id: str, kind: str) -> None:
+def _emit(job_id: str, kind: webhooks.WebhookEvent) -> None:
     """Record a job event and queue its delivery to each subscribed webhook."""
     for event_id, webhook_id in webhooks.emit(store(), get_settings(), job_id, kind):
         deliver_webhook.delay(event_id, webhook_id)

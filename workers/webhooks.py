@@ -18,7 +18,7 @@ import ipaddress
 import json
 import socket
 import time
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -28,7 +28,7 @@ from workers.settings import Settings
 from workers.store import Store, new_id
 from workers.webhook_store import WebhookStore
 
-EVENTS = ("job.queued", "job.started", "job.completed", "job.failed", "job.cancelled")
+WebhookEvent = Literal["job.queued", "job.started", "job.completed", "job.failed", "job.cancelled"]
 SIGNATURE_HEADER = "X-Restore-Signature"
 
 
@@ -79,7 +79,9 @@ def job_summary(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
     }
 
 
-def emit(store: Store, settings: Settings, job_id: str, kind: str) -> list[tuple[str, str]]:
+def emit(
+    store: Store, settings: Settings, job_id: str, kind: WebhookEvent
+) -> list[tuple[str, str]]:
     """Record a job event; return (event id, webhook id) for each receiver to deliver to."""
     receivers = [w for w in WebhookStore(store).all() if kind in w["events"]]
     if not receivers:
@@ -100,12 +102,12 @@ def deliver(
     store: Store, settings: Settings, event_id: str, webhook_id: str, attempt: int
 ) -> float | None:
     """POST one event to one receiver once; seconds until the next attempt, or None."""
-    hooks = WebhookStore(store)
+    receivers = WebhookStore(store)
     try:
-        receiver = hooks.get(webhook_id)
+        receiver = receivers.get(webhook_id)
     except NotFound:
         return None  # deleted since: nothing to deliver to
-    event = hooks.get_event(event_id)
+    event = receivers.get_event(event_id)
     body = json.dumps(event["payload"], separators=(",", ":")).encode()
     headers = {
         "Content-Type": "application/json",
@@ -135,7 +137,7 @@ def deliver(
     retry = None
     if not delivered and attempt < settings.webhook_max_attempts:
         retry = settings.webhook_backoff_s * 2 ** (attempt - 1)
-    hooks.add_delivery(
+    receivers.add_delivery(
         {
             "webhook_id": webhook_id,
             "event_id": event_id,

@@ -154,7 +154,7 @@ def create_job(body: JobCreate, svc: Svc) -> JobPublic:
     return job_public(job)
 
 
-def emit_event(svc: Services, job_id: str, kind: str) -> None:
+def emit_event(svc: Services, job_id: str, kind: webhooks.WebhookEvent) -> None:
     """Record a job event and queue its delivery to each subscribed webhook."""
     for event_id, webhook_id in webhooks.emit(svc.store, svc.settings, job_id, kind):
         svc.celery.send_task("restore.webhook", args=[event_id, webhook_id, 1])
