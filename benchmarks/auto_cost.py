@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.stages import stage_line
 from tests import fixtures
 from workers.settings import ZOO_DIR, Settings
 from workers.store import Store
@@ -74,11 +75,7 @@ def main() -> None:
             shares.append(share)
             timings = job["metrics"]["timings"]
             pixels = changed_share(root, f"auto{k}", slide, patched.truth.shape)
-            stages = ", ".join(
-                f"{name} {seconds:.1f}"
-                for name, seconds in timings.items()
-                if name not in ("wall", "mpx_per_s")
-            )
+            stages = stage_line(timings)
             print(
                 f"round {k}: auto {a:.1f} s (restored {restored}/{tiles['total']} tiles = "
                 f"{share:.3f}, {pixels:.3f} of the pixels; stages (s): {stages}), "

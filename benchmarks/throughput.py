@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.stages import stage_line
 from models.registry import discover
 from models.runtime import OnnxModel
 from workers.settings import ZOO_DIR, Settings
@@ -139,11 +140,7 @@ def main() -> None:
             job = job_in_child(slide, args.model, root / f"job{k}")
             e2e.append(job["slide_px"] / job["wall_s"] / 1e6)
             fed.append(job["model_input_px"] / job["slide_px"])
-            stages = ", ".join(
-                f"{name} {seconds:.1f}"
-                for name, seconds in job["stages"].items()
-                if name not in ("wall", "mpx_per_s")
-            )
+            stages = stage_line(job["stages"])
             print(
                 f"round {k}: bare {bare[-1]:.3f} Mpx/s, end to end {e2e[-1]:.3f} Mpx/s "
                 f"({job['wall_s']:.1f} s; ratio {e2e[-1] / bare[-1]:.3f}), model input / slide "
