@@ -18,7 +18,7 @@ import numpy as np
 from workers.engine import omezarr
 from workers.engine.blending import Accumulator, Canvas
 from workers.engine.geometry import Box
-from workers.engine.readers import SlideReader
+from workers.engine.readers import ArrayReader, SlideReader
 from workers.engine.thumbnails import read_thumbnail, resize
 from workers.engine.tile_source import TileRecord, TileSource, inside_weight
 from workers.engine.tiling import Tile, TileGrid
@@ -199,6 +199,33 @@ def restore_region(
     ``progress`` hears how many of the region's tiles are finished after each model call.
     """
     clock = StageClock()
+    out_box, pixels, result = restore_region_pixels(
+        reader, plan, grid, region_index, batch_size, batch_px, should_stop, progress, clock
+    )
+    if pixels is None:
+        return result
+    with clock("write"):
+        omezarr.write_levels(output, out_box, pixels, levels)
+    return clock.result(result.tiles_restored, result.tiles_skipped, result.tiles)
+
+
+def restore_region_pixels(
+    reader: SlideReader,
+    plan: TilePlan,
+    grid: TileGrid,
+    region_index: int,
+    batch_size: int = 4,
+    batch_px: int = 1_500_000,
+    should_stop: Callable[[], bool] = lambda: False,
+    progress: Callable[[int], None] = lambda tiles_done: None,
+    clock: StageClock | None = None,
+) -> tuple[Box, np.ndarray | None, RegionResult]:
+    """What :func:`restore_region` writes: the output box, its pixels, the result so far.
+
+    The pixels are None when the output already holds them (a plan whose output holds its
+    input, with no tile to restore). ``clock`` times the stages (a fresh one when None).
+    """
+    clock = clock or StageClock()
     region = grid.regions[region_index]
     tiles = grid.tiles_of(region_index)
     out_box = grid.output_box(region)
@@ -210,13 +237,11 @@ def restore_region(
     copied = [t for t, r in planned if r is None]
     records = {t.index: TileRecord(t.index, False) for t in tiles}
     if not groups and plan.input_in_output:
-        return clock.result(0, len(tiles), [records[i] for i in sorted(records)])
+        return out_box, None, clock.result(0, len(tiles), [records[i] for i in sorted(records)])
     if not groups:
         with clock("read"):
             pixels = resize(read_padded(reader, region), (out_box.width, out_box.height))
-        with clock("write"):
-            omezarr.write_levels(output, out_box, pixels, levels)
-        return clock.result(0, len(tiles), [records[i] for i in sorted(records)])
+        return out_box, pixels, clock.result(0, len(tiles), [records[i] for i in sorted(records)])
     target, reads = region, [t.read for t in tiles]
     if plan.input_in_output:  # only the part the restored tiles reach is read and rewritten
         runs = [t for _, group in groups.values() for t in group]
@@ -228,8 +253,9 @@ def restore_region(
         source = TileSource(grid, union, read_padded(reader, union))
     ramp_px = plan.overlay_ramp_px if grid.scale == 1 else None
     finished = len(copied)
+    channels = source.pixels.shape[2]
     accumulator: Accumulator | Canvas = (
-        Canvas(out_box, channels=3) if ramp_px is None else Accumulator(out_box, channels=3)
+        Canvas(out_box, channels) if ramp_px is None else Accumulator(out_box, channels)
     )
     for restorer, group in groups.values():
         halo = min(getattr(restorer, "halo_px", grid.halo_px), grid.halo_px)
@@ -263,10 +289,44 @@ def restore_region(
             pixels = accumulator.result()
         else:
             pixels = accumulator.result_over(source.original(target), ramp_px or 0)
-    with clock("write"):
-        omezarr.write_levels(output, out_box, pixels, levels)
     ordered = [records[i] for i in sorted(records)]
-    return clock.result(len(tiles) - len(copied), len(copied), ordered)
+    return out_box, pixels, clock.result(len(tiles) - len(copied), len(copied), ordered)
+
+
+def restore_image(
+    pixels: np.ndarray,
+    restorer: Restorer,
+    tile_px: int,
+    halo_px: int,
+    batch_size: int = 4,
+    batch_px: int = 1_500_000,
+) -> np.ndarray:
+    """Restore an in-memory image with the same tiles, halos and blending as a slide.
+
+    Args:
+        pixels: uint8 (rows, cols) or (rows, cols, channels). The restorer sees the
+            channels as given: a grey frame goes through as one channel (enough for a
+            1-channel model such as ``sr-x2``, which would otherwise restore three copies).
+        restorer: The model (any ``scale``).
+        tile_px: Tile side of the model, from its manifest.
+        halo_px: Context around each tile, from its manifest.
+        batch_size: Tiles per model call at most.
+        batch_px: Output pixels per model call at most (past the first tile).
+
+    Returns:
+        uint8 of the input's layout, ``restorer.scale`` times larger.
+
+    """
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
+        raise ValueError(f"restore_image takes uint8 (rows, cols[, channels]), not {pixels.dtype}")
+    reader = ArrayReader(pixels if pixels.ndim == 3 else pixels[..., None])
+    side = max(reader.info.width, reader.info.height, tile_px)
+    grid = TileGrid(slide_box(reader), tile_px, halo_px, region_px=side, scale=restorer.scale)
+    _, restored, _ = restore_region_pixels(
+        reader, UniformPlan(restorer), grid, 0, batch_size, batch_px
+    )
+    assert restored is not None  # every tile has a restorer
+    return restored if pixels.ndim == 3 else restored[..., 0]
 
 
 class StageClock:

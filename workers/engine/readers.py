@@ -229,6 +229,29 @@ class ImageReader:
         self._pixels = np.zeros((0, 0, 3), dtype=np.uint8)
 
 
+class ArrayReader:
+    """An in-memory (rows, cols, channels) uint8 image as a one-level slide.
+
+    Unlike the file readers it keeps the array's channels (a grey frame stays one channel),
+    so the engine can run 1-channel models on it without three copies.
+    """
+
+    def __init__(self, pixels: np.ndarray, mpp: float | None = None) -> None:
+        self._pixels = pixels
+        height, width = pixels.shape[:2]
+        self.info = SlideInfo(
+            width, height, [(width, height)], [1.0], mpp, mpp, vendor="memory", reader="array"
+        )
+
+    def read_region(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """A copy of a box of the image."""
+        x, y = l0_xy
+        return self._pixels[y : y + size[1], x : x + size[0]].copy()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 def _pil_to_array_ready(image: Image.Image) -> Image.Image:
     """Bring palette, 16-bit and alpha images into modes numpy converts meaningfully."""
     if image.mode in ("RGB", "L", "I;16", "I;16B", "I;16L"):
