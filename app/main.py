@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.deps import Services
-from app.routes import docs, health, hooks, jobs, models, slides, viewer, webhooks
+from app.routes import docs, health, hooks, jobs, models, sequences, slides, viewer, webhooks
 from workers.celery_app import create_celery
 from workers.errors import (
     Conflict,
@@ -62,8 +62,9 @@ async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
         + ("unknown field" if e["type"] == "extra_forbidden" else e["msg"])
         for e in error.errors()
     ]
+    detail = [{k: v for k, v in e.items() if k != "ctx"} for e in error.errors()]
     return JSONResponse(
-        {"code": "invalid_request", "message": "; ".join(problems), "detail": error.errors()},
+        {"code": "invalid_request", "message": "; ".join(problems), "detail": detail},
         status_code=422,
     )
 
@@ -74,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for folder in (settings.slides_dir, settings.jobs_dir):
+        for folder in (settings.slides_dir, settings.sequences_dir, settings.jobs_dir):
             folder.mkdir(parents=True, exist_ok=True)
         app.state.services = Services(
             settings=settings,
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs.router,
         health.router,
         slides.router,
+        sequences.router,
         jobs.router,
         models.router,
         hooks.router,

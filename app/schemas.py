@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workers.webhooks import WebhookEvent
 
@@ -33,6 +33,35 @@ class SlidePublic(BaseModel):
     dzi_url: str
 
 
+class SequencePublic(BaseModel):
+    """An uploaded frame sequence and what follows from its metadata."""
+
+    id: str
+    filename: str
+    sha256: str
+    size_bytes: int
+    created_at: float
+    mode: str = Field(description="continuous-stage or laser-scan")
+    frame_count: int
+    frame_width: int
+    frame_height: int
+    channels: int = Field(description="1 (grey) or 3 (RGB); stored as 8-bit")
+    source_dtype: str = Field(description="the file's sample type (16-bit is scaled to 8-bit)")
+    container: str = Field(description="tiff, zip or video")
+    container_rate_hz: float | None = Field(
+        description="a video's own frame rate (the metadata's frame_rate_hz wins)"
+    )
+    motion_blur_px: float | None = Field(
+        description="stage speed x exposure / pixel size: the motion blur each frame carries"
+    )
+    nominal_step_px: list[float] | None = Field(
+        description="[dx, dy] from one frame to the next within a row (continuous-stage)"
+    )
+    frame_interval_s: float | None = Field(description="1 / frame_rate_hz")
+    metadata: dict[str, Any] = Field(description="the acquisition metadata, as accepted")
+    thumbnail_url: str
+
+
 class EvaluationSpec(BaseModel):
     """The forward model an evaluation job degrades a sharp slide with before restoring it."""
 
@@ -52,11 +81,15 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    slide_id: str
+    slide_id: str | None = Field(default=None, description="the slide to restore")
+    sequence_id: str | None = Field(
+        default=None, description="or the frame sequence to restore (POST /v1/sequences)"
+    )
     model: str | list[str] = Field(
         default="auto",
-        description="'auto' (classify each tile's blur and run the matching model), a model "
-        "name, or a chain of names run one after the other",
+        description="'auto' (slides: classify each tile's blur and run the matching model; "
+        "sequences: deblur-motion for continuous-stage, line-shift correction + sr-x2 for "
+        "laser-scan), a model name, or a chain of names run one after the other",
     )
     evaluate: EvaluationSpec | None = Field(
         default=None,
@@ -101,6 +134,12 @@ class JobCreate(BaseModel):
             raise ValueError(f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON")
         return value
 
+    @model_validator(mode="after")
+    def _one_input(self) -> JobCreate:
+        if (self.slide_id is None) == (self.sequence_id is None):
+            raise ValueError("give either slide_id or sequence_id")
+        return self
+
 
 class HookState(BaseModel):
     """One hook of a job: pending until the job finishes, then completed or failed."""
@@ -137,7 +176,8 @@ class JobPublic(BaseModel):
     """A job's state, progress and outputs."""
 
     id: str
-    slide_id: str
+    slide_id: str | None
+    sequence_id: str | None
     model: str | list[str]
     state: str
     progress: Progress
@@ -160,6 +200,17 @@ class JobPublic(BaseModel):
     viewer_url: str
     hooks: dict[str, HookState] = Field(description="each requested hook's state and result")
     metadata: dict[str, Any] = Field(description="the client's metadata, as given")
+    input_dzi_url: str | None = Field(
+        default=None,
+        description="Deep Zoom of the input: the slide, a sequence's registered mosaic, or "
+        "frame 0 of a laser-scan sequence",
+    )
+    frames_total: int | None = Field(
+        default=None, description="frames on the output's time axis (laser-scan sequences)"
+    )
+    frames_url: str | None = Field(
+        default=None, description="per-frame table (CSV) of a laser-scan job, once done"
+    )
 
 
 class WebhookCreate(BaseModel):

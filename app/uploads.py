@@ -15,6 +15,7 @@ from starlette.requests import Request
 from workers.errors import InvalidInput, TooLarge
 
 FILE_FIELD = "file"
+MAX_FIELD_BYTES = 65536
 
 
 @dataclass
@@ -25,6 +26,7 @@ class StoredUpload:
     filename: str
     sha256: str
     size_bytes: int
+    fields: dict[str, str]  # the form's other (small, text) fields
 
 
 def safe_filename(name: str) -> str:
@@ -47,6 +49,8 @@ class _FileSink:
         self._headers: dict[bytes, bytes] = {}
         self._field = b""
         self._handle: IO[bytes] | None = None
+        self.fields: dict[str, bytearray] = {}
+        self._text: bytearray | None = None
 
     def callbacks(self) -> dict[str, Any]:
         return {
@@ -75,8 +79,14 @@ class _FileSink:
             self.filename = safe_filename(filename.decode("utf-8", "replace"))
             self.path = self.directory / self.filename
             self._handle = self.path.open("wb")
+        elif filename is None and name:
+            self._text = self.fields.setdefault(name, bytearray())
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._text is not None:
+            self._text += data[start:end]
+            if len(self._text) > MAX_FIELD_BYTES:
+                raise TooLarge(f"a form field may hold at most {MAX_FIELD_BYTES} bytes")
         if self._handle is None:
             return
         chunk = data[start:end]
@@ -87,6 +97,7 @@ class _FileSink:
         self._handle.write(chunk)
 
     def _part_end(self) -> None:
+        self._text = None
         if self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -100,7 +111,7 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int) -> S
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
-        raise InvalidInput("send the slide as multipart/form-data with a field named 'file'")
+        raise InvalidInput("send the file as multipart/form-data with a field named 'file'")
     declared = int(request.headers.get("content-length") or 0)
     if declared > max_bytes + 1_000_000:
         raise TooLarge(f"upload exceeds the limit of {max_bytes} bytes")
@@ -116,4 +127,5 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int) -> S
         raise InvalidInput("the form has no file field named 'file'")
     if sink.size == 0:
         raise InvalidInput("the uploaded file is empty")
-    return StoredUpload(sink.path, sink.filename, sink.digest.hexdigest(), sink.size)
+    fields = {name: bytes(value).decode("utf-8", "replace") for name, value in sink.fields.items()}
+    return StoredUpload(sink.path, sink.filename, sink.digest.hexdigest(), sink.size, fields)

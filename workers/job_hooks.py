@@ -29,7 +29,7 @@ from workers.engine.pipeline import MIN_TISSUE_FRACTION, mirror_to, read_padded
 from workers.engine.readers import SlideReader
 from workers.engine.tiling import TileGrid
 from workers.engine.tissue import TissueMap
-from workers.job_readers import job_reader
+from workers.job_readers import job_reader, job_source
 from workers.job_results import label_scale
 from workers.layout import JobPaths, job_paths
 from workers.planning import cells_from_params, grid_from_params
@@ -58,7 +58,7 @@ def run_region(store: Store, settings: Settings, job_id: str, region_index: int)
     grid = grid_from_params(params)
     if region_index not in store.done_hook_regions(job_id):
         paths = job_paths(settings, job_id)
-        info = store.get_slide(job["slide_id"])["info"]
+        info = job_source(store, job)["info"]
         tissue = TissueMap.load(paths.tissue) if paths.tissue.exists() else None
         reader = job_reader(store, settings, job)
         mpp = info.get("mpp_x")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -93,6 +94,8 @@ def job_metrics(
         result["reference"] = _reference_metrics(store, settings, job, paths)
     if params.get("evaluate"):
         result["evaluation"] = _evaluation_metrics(store, settings, job, paths)
+    if paths.positions.exists():
+        result["registration"] = registration_metrics(paths)
     if paths.blur_map.exists():
         result["qc"] = metrics.quality_control(
             BlurMap.load(paths.blur_map), cells_from_params(params), settings.rescan_blurred_share
@@ -133,4 +136,28 @@ def _evaluation_metrics(
         "slide": {"input": whole["input"], "output": whole["output"]},
         "sample": sample,
         "seconds": time.perf_counter() - started,
+    }
+
+
+def registration_metrics(paths: JobPaths) -> dict[str, Any] | None:
+    """``metrics.registration``: every frame's position and every pair's residual."""
+    path = paths.positions
+    if not path.exists():
+        return None
+    solved = json.loads(path.read_text())
+    pairs = solved["pairs"]
+    residuals = np.array([p["residual_px"] for p in pairs if p["reliable"]] or [0.0])
+    origin = np.round(np.asarray(solved["positions"])).min(axis=0)
+    return {
+        "frames": len(solved["positions"]),
+        "pairs_total": len(pairs),
+        "pairs_reliable": sum(1 for p in pairs if p["reliable"]),
+        "residual_px": {
+            "mean": float(residuals.mean()),
+            "p95": float(np.percentile(residuals, 95)),
+            "max": float(residuals.max()),
+        },
+        "positions": (np.asarray(solved["positions"]) - origin).round(3).tolist(),
+        "pairs": pairs,
+        "seconds": solved["seconds"],
     }

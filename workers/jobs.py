@@ -18,7 +18,7 @@ from workers.engine.classification import BlockFeatures, assemble_features, clas
 from workers.engine.routing import RoutedPlan, RoutingRules, TileDecision, decide_cells, decide_tile
 from workers.engine.tiling import TileGrid
 from workers.engine.tissue import TissueMap
-from workers.job_readers import job_reader
+from workers.job_readers import job_reader, job_source
 from workers.layout import JobPaths, job_paths
 from workers.planning import CLASSIFIER, cells_from_params, grid_from_params
 from workers.settings import Settings
@@ -28,7 +28,8 @@ from workers.tile_table import tile_rows
 SOFTWARE = "slide-restore 0.1.0"
 
 
-def _model(settings: Settings, name: str) -> Any:
+def onnx_model(settings: Settings, name: str) -> Any:
+    """An installed model loaded in ONNX Runtime (one session per process)."""
     from models.runtime import load_model
 
     return load_model(
@@ -39,14 +40,14 @@ def _model(settings: Settings, name: str) -> Any:
 def _classifier(settings: Settings) -> Any:
     from models.runtime import OnnxClassifier
 
-    return OnnxClassifier(_model(settings, CLASSIFIER))
+    return OnnxClassifier(onnx_model(settings, CLASSIFIER))
 
 
 @dataclass(frozen=True)
 class NextStep:
-    """What a job does next: classify blocks of cells, or restore regions."""
+    """What a job does next: classify blocks of cells, register frame pairs, or restore."""
 
-    phase: Literal["classify", "restore"]
+    phase: Literal["classify", "register", "restore"]
     todo: list[int]
     claimed: bool = False  # this call started the job (queued -> running)
 
@@ -152,7 +153,7 @@ def run_region(store: Store, settings: Settings, job_id: str, region_index: int)
         decisions = _decisions(blur_map, params, grid, region_index)
         plan = _plan(settings, paths, params, blur_map, decisions)
         if job["provider"] is None:
-            store.update_job(job_id, provider=_model(settings, params["models"][0]).provider)
+            store.update_job(job_id, provider=onnx_model(settings, params["models"][0]).provider)
         try:
             result = pipeline.restore_region(
                 job_reader(store, settings, job),
@@ -218,16 +219,17 @@ def _plan(
     """Routed restorers for ``auto``, else the job's chain on every tissue tile."""
     if params["auto"] and blur_map is not None and decisions is not None:
         routes = {d.route for d in decisions.values() if d.route}
-        restorers = {r: _chain(settings, list(r)) for r in routes}
+        restorers = {r: restorer_chain(settings, list(r)) for r in routes}
         rules = RoutingRules(min_confidence=params["min_confidence"])
         cells = cells_from_params(params)
         return RoutedPlan(decisions, restorers, blur_map, cells, rules, input_in_output=True)
     tissue = TissueMap.load(paths.tissue) if paths.tissue.exists() else None
-    return pipeline.UniformPlan(_chain(settings, params["models"]), tissue)
+    return pipeline.UniformPlan(restorer_chain(settings, params["models"]), tissue)
 
 
-def _chain(settings: Settings, names: list[str]) -> pipeline.Restorer:
-    models = [_model(settings, name) for name in names]
+def restorer_chain(settings: Settings, names: list[str]) -> pipeline.Restorer:
+    """The named models run one after the other."""
+    models = [onnx_model(settings, name) for name in names]
     return models[0] if len(models) == 1 else pipeline.Chain(models)
 
 
@@ -251,17 +253,11 @@ def finish(
     on, a duplicate finish backs off. ``takeover`` (an embedded worker resuming at start-up)
     or a claim older than the task time limit also carries on.
     """
-    claim = {"finalizer": task_id, "finalizer_at": time.time()}
-    if not store.transition(job_id, ("running",), "finalizing", **claim):
-        job = store.get_job(job_id)
-        stale = time.time() - (job["finalizer_at"] or 0) > settings.task_time_limit_s
-        mine = job["finalizer"] == task_id
-        if not (job["state"] == "finalizing" and (mine or stale or takeover)):
-            return False
-        store.update_job(job_id, **claim)
+    if not claim_finish(store, settings, job_id, task_id, takeover):
+        return False
     started = time.perf_counter()
     job = store.get_job(job_id)
-    slide = store.get_slide(job["slide_id"])
+    slide = job_source(store, job)
     paths = job_paths(settings, job_id)
     mpp = _output_mpp(slide["info"], job["params"]["scale"])
     if paths.partial.exists():
@@ -270,9 +266,9 @@ def finish(
         pipeline.finish_output(
             paths.partial,
             paths.output,
-            f"{slide['filename']} ({_model_label(job)})",
+            f"{slide['filename']} ({model_label(job)})",
             mpp,
-            _provenance(job, slide),
+            provenance(job, slide),
             job["params"]["chunk_px"],
             job["params"].get("region_levels", 1),
         )
@@ -295,7 +291,24 @@ def finish(
     return True
 
 
-def _model_label(job: dict[str, Any]) -> str:
+def claim_finish(
+    store: Store, settings: Settings, job_id: str, task_id: str, takeover: bool = False
+) -> bool:
+    """Move a running job to finalizing for ``task_id``; False when another task holds it."""
+    claim = {"finalizer": task_id, "finalizer_at": time.time()}
+    if store.transition(job_id, ("running",), "finalizing", **claim):
+        return True
+    job = store.get_job(job_id)
+    stale = time.time() - (job["finalizer_at"] or 0) > settings.task_time_limit_s
+    mine = job["finalizer"] == task_id
+    if not (job["state"] == "finalizing" and (mine or stale or takeover)):
+        return False
+    store.update_job(job_id, **claim)
+    return True
+
+
+def model_label(job: dict[str, Any]) -> str:
+    """How outputs name what ran: ``auto`` or the chain."""
     return " + ".join(job["params"]["models"]) if not job["params"]["auto"] else "auto"
 
 
@@ -307,12 +320,12 @@ def _output_mpp(info: dict[str, Any], scale: int) -> tuple[float | None, float |
     )
 
 
-def _provenance(job: dict[str, Any], slide: dict[str, Any]) -> dict[str, Any]:
+def provenance(job: dict[str, Any], slide: dict[str, Any]) -> dict[str, Any]:
     """What the output records about how it was made."""
     return {
         "job_id": job["id"],
         "software": SOFTWARE,
-        "model": _model_label(job),
+        "model": model_label(job),
         "models": job["params"]["models"],
         "model_sha256": job["model_sha256"],
         "provider": job["provider"],

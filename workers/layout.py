@@ -36,6 +36,33 @@ def slide_paths(settings: Settings, slide_id: str) -> SlidePaths:
 
 
 @dataclass(frozen=True)
+class SequencePaths:
+    """The folder of one uploaded frame sequence."""
+
+    root: Path
+
+    @property
+    def upload_dir(self) -> Path:
+        """Where the uploaded file waits while its frames are decoded (removed after)."""
+        return self.root / "upload"
+
+    @property
+    def frames(self) -> Path:
+        """The decoded frames: one Zarr array (frame, row, col, channel) of uint8."""
+        return self.root / "frames.zarr"
+
+    @property
+    def thumbnail(self) -> Path:
+        """The first frame, reduced, written at upload."""
+        return self.root / "thumbnail.png"
+
+
+def sequence_paths(settings: Settings, sequence_id: str) -> SequencePaths:
+    """The folder of one frame sequence."""
+    return SequencePaths(settings.sequences_dir / sequence_id)
+
+
+@dataclass(frozen=True)
 class JobPaths:
     """Where a job keeps its files."""
 
@@ -109,6 +136,35 @@ class JobPaths:
     def hook_calibration(self) -> Path:
         """Each hook's calibration for this job (from samples of the input)."""
         return self.root / "hooks" / "calibration.json"
+
+    @property
+    def registration(self) -> Path:
+        """Measured shifts of frame pairs, one JSON file per block of pairs (sequences)."""
+        return self.root / "registration"
+
+    def registration_block(self, block_index: int) -> Path:
+        """The shifts measured by one block of frame pairs."""
+        return self.registration / f"{block_index:06d}.json"
+
+    @property
+    def positions(self) -> Path:
+        """Each frame's solved (x, y) on the canvas and each pair's residual (sequences)."""
+        return self.root / "positions.json"
+
+    @property
+    def line_shift(self) -> Path:
+        """The bidirectional line shift estimated for a laser-scan sequence."""
+        return self.root / "line_shift.json"
+
+    @property
+    def frame_rows(self) -> Path:
+        """Per-frame measurements of a laser-scan job, one JSON file per batch of frames."""
+        return self.root / "frames"
+
+    @property
+    def frame_table(self) -> Path:
+        """The per-frame table of a finished laser-scan job, as CSV."""
+        return self.root / "frames.csv"
 
     def hook_centroids(self, name: str) -> Path:
         """A hook's points on the output, as GeoJSON (when the hook returns centroids)."""

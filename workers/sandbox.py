@@ -7,6 +7,7 @@ the request gets a 4xx. The API uses this for inspection, thumbnails and input D
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import multiprocessing
 import resource
 import threading
@@ -18,10 +19,11 @@ from PIL import Image
 
 from workers.engine import dzi
 from workers.engine.archives import unpack_slide_zip
+from workers.engine.frames import FrameLimits, ingest_frames, read_frame
 from workers.engine.readers import ReaderLimits, SlideReader, open_slide, open_slide_cached
 from workers.engine.thumbnails import read_thumbnail
 from workers.errors import InvalidInput, RestoreError, TooLarge
-from workers.layout import SlidePaths
+from workers.layout import SequencePaths, SlidePaths
 
 THUMBNAIL_PX = 1024
 
@@ -56,6 +58,20 @@ def inspect_upload(
         reader.close()
     Image.fromarray(thumbnail).save(paths.thumbnail)
     return {"path": str(path), "info": _info_dict(reader)}
+
+
+def decode_sequence(
+    upload: str, sequence_dir: str, max_frames: int, max_frame_pixels: int
+) -> dict[str, Any]:
+    """Decode an uploaded frame sequence into its frame store; write the first frame's thumbnail."""
+    paths = SequencePaths(Path(sequence_dir))
+    limits = FrameLimits(max_frames=max_frames, max_frame_pixels=max_frame_pixels)
+    info = ingest_frames(Path(upload), paths.frames, limits)
+    first = read_frame(paths.frames, 0)
+    image = Image.fromarray(first[..., 0] if first.shape[2] == 1 else first)
+    image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+    image.save(paths.thumbnail)
+    return dataclasses.asdict(info)
 
 
 def check_readable(reader: SlideReader) -> None:
@@ -119,11 +135,12 @@ class Sandbox:
                 )
             return self._pool
 
-    def run(self, function: Any, *args: Any) -> Any:
+    def run(self, function: Any, *args: Any, timeout_s: float | None = None) -> Any:
         """Call ``function(*args)`` in a child; a crash or time-out becomes InvalidInput."""
         pool = self._executor()
+        timeout_s = timeout_s or self.timeout_s
         try:
-            return pool.submit(function, *args).result(timeout=self.timeout_s)
+            return pool.submit(function, *args).result(timeout=timeout_s)
         except RestoreError:
             raise
         except MemoryError as exc:
@@ -133,7 +150,7 @@ class Sandbox:
             raise InvalidInput("the file crashed the reader process") from exc
         except concurrent.futures.TimeoutError as exc:
             self._reset()
-            raise InvalidInput(f"reading the file took longer than {self.timeout_s} s") from exc
+            raise InvalidInput(f"reading the file took longer than {timeout_s} s") from exc
         except Exception as exc:
             raise InvalidInput(f"cannot read the file: {exc}") from exc
 

@@ -55,6 +55,16 @@ class Settings(BaseSettings):
         default=2048, description="address-space limit of processes that open untrusted files"
     )
     sandbox_timeout_s: float = Field(default=60.0)
+    sequence_decode_timeout_s: float = Field(
+        default=900.0, gt=0, description="longest decoding of an uploaded frame sequence"
+    )
+    max_sequence_frames: int = Field(default=100_000, ge=1, description="most frames accepted")
+    sequence_pairs_per_task: int = Field(
+        default=64, ge=1, description="frame pairs one registration task measures"
+    )
+    sequence_frames_per_task: int = Field(
+        default=16, ge=1, description="frames one laser-scan restoration task handles"
+    )
     region_px: int = Field(default=2048, description="input pixels per side of one region task")
     chunk_px: int = Field(default=512, description="OME-Zarr chunk size per side")
     tile_batch: int = Field(default=4, ge=1, description="most tiles per ONNX Runtime call")
@@ -98,6 +108,11 @@ class Settings(BaseSettings):
     def slides_dir(self) -> Path:
         """Where uploaded slides live, one folder each."""
         return self.data_dir / "slides"
+
+    @property
+    def sequences_dir(self) -> Path:
+        """Where uploaded frame sequences are kept."""
+        return self.data_dir / "sequences"
 
     @property
     def jobs_dir(self) -> Path:

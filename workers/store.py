@@ -30,11 +30,24 @@ slides = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+sequences = sa.Table(
+    "sequences",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("filename", sa.String(512), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False, doc="the client's acquisition metadata"),
+    sa.Column("info", sa.JSON, nullable=False, doc="frame count, size, channels, container"),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 jobs = sa.Table(
     "jobs",
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("slide_id", sa.String(36), nullable=False, index=True),
+    sa.Column("slide_id", sa.String(36), index=True, doc="the input slide, or null"),
+    sa.Column("sequence_id", sa.String(36), index=True, doc="the input frame sequence, or null"),
     sa.Column("model", sa.String(128), nullable=False),
     sa.Column("params", sa.JSON, nullable=False),
     sa.Column("state", sa.String(16), nullable=False, index=True),
@@ -175,6 +188,13 @@ def _add_missing_columns(engine: Engine) -> None:
                     )
 
 
+def _allow_null_slide(engine: Engine) -> None:
+    """Jobs on frame sequences have no slide: drop an older release's NOT NULL (PostgreSQL)."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE jobs ALTER COLUMN slide_id DROP NOT NULL"))
+
+
 def _upgraded_params(job: dict[str, Any]) -> dict[str, Any]:
     """A job's parameters with the keys that releases before blur routing did not store."""
     params: dict[str, Any] = job["params"]
@@ -196,6 +216,7 @@ class Store:
         self.engine = _make_engine(url)
         metadata.create_all(self.engine)
         _add_missing_columns(self.engine)
+        _allow_null_slide(self.engine)
 
     def dispose(self) -> None:
         """Close pooled connections (after a fork, or at shutdown)."""
@@ -227,6 +248,34 @@ class Store:
         """Forget a slide."""
         with self.engine.begin() as conn:
             conn.execute(slides.delete().where(slides.c.id == slide_id))
+
+    # frame sequences
+    def add_sequence(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Insert a frame-sequence record and return it."""
+        record = {"created_at": time.time(), **record}
+        with self.engine.begin() as conn:
+            conn.execute(sequences.insert().values(**record))
+        return record
+
+    def get_sequence(self, sequence_id: str) -> dict[str, Any]:
+        """One frame-sequence record."""
+        query = sa.select(sequences).where(sequences.c.id == sequence_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            raise NotFound(f"sequence {sequence_id} does not exist")
+        return dict(row)
+
+    def list_sequences(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest frame sequences first."""
+        query = sa.select(sequences).order_by(sequences.c.created_at.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def delete_sequence(self, sequence_id: str) -> None:
+        """Forget a frame sequence."""
+        with self.engine.begin() as conn:
+            conn.execute(sequences.delete().where(sequences.c.id == sequence_id))
 
     # jobs
     def add_job(self, record: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_init, worker_ready
 
-from workers import job_exports, job_hooks, jobs, webhooks
+from workers import job_exports, job_hooks, jobs, laser_jobs, sequence_jobs, webhooks
 from workers.celery_app import app
 from workers.settings import get_settings
 from workers.store import Store
@@ -95,15 +95,51 @@ def deliver_webhook(self: Task, event_id: str, webhook_id: str, attempt: int = 1
 
 @app.task(name="restore.start_job", base=JobTask, bind=True)
 def start_job(self: Task, job_id: str) -> None:
-    """Plan the job and queue its classification blocks, or the regions still to do."""
-    step = jobs.start(store(), get_settings(), job_id)
+    """Plan the job and queue what it does first: classify, register frames, or restore."""
+    job = store().get_job(job_id)
+    if laser_jobs.is_laser_scan(job):
+        step = laser_jobs.start(store(), get_settings(), job_id)
+    elif sequence_jobs.needs_registration(get_settings(), job):
+        step = sequence_jobs.start_registration(store(), get_settings(), job_id)
+    else:
+        step = jobs.start(store(), get_settings(), job_id)
     if step.claimed:
         _emit(job_id, "job.started")
     if step.phase == "classify":
         for block_index in step.todo:
             classify_block.delay(job_id, block_index)
+    elif step.phase == "register":
+        for block_index in step.todo:
+            register_frames.delay(job_id, block_index)
+        if not step.todo and store().job_state(job_id) == "running":
+            _after_registration(job_id)
+    elif laser_jobs.is_laser_scan(job):
+        for batch in step.todo:
+            restore_frames.delay(job_id, batch)
+        if not step.todo and store().job_state(job_id) == "running":
+            finish_job.delay(job_id)
     else:
         _queue_regions(job_id, step.todo)
+
+
+def _after_registration(job_id: str) -> None:
+    """Place the frames, then start the job again: now it restores the mosaic like a slide."""
+    sequence_jobs.solve(store(), get_settings(), job_id)
+    start_job.delay(job_id)
+
+
+@app.task(name="restore.register", base=JobTask, bind=True)
+def register_frames(self: Task, job_id: str, block_index: int) -> None:
+    """Measure one block of frame-pair shifts; the last block places the frames."""
+    if sequence_jobs.register_block(store(), get_settings(), job_id, block_index):
+        _after_registration(job_id)
+
+
+@app.task(name="restore.frames", base=JobTask, bind=True)
+def restore_frames(self: Task, job_id: str, batch: int) -> None:
+    """Restore one batch of laser-scan frames; the last batch queues the finish."""
+    if laser_jobs.run_batch(store(), get_settings(), job_id, batch):
+        finish_job.delay(job_id)
 
 
 def _queue_regions(job_id: str, todo: list[int]) -> None:
@@ -152,5 +188,6 @@ def export_ome_tiff(self: Task, job_id: str) -> None:
 @app.task(name="restore.finish", base=JobTask, bind=True)
 def finish_job(self: Task, job_id: str, takeover: bool = False) -> None:
     """Build the pyramid and publish the output."""
-    if jobs.finish(store(), get_settings(), job_id, self.request.id, takeover):
+    finish = laser_jobs.finish if laser_jobs.is_laser_scan(store().get_job(job_id)) else jobs.finish
+    if finish(store(), get_settings(), job_id, self.request.id, takeover):
         _emit(job_id, "job.completed")

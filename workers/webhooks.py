@@ -68,6 +68,7 @@ def job_summary(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
         "id": job["id"],
         "state": job["state"],
         "slide_id": job["slide_id"],
+        "sequence_id": job.get("sequence_id"),
         "model": "auto" if params.get("auto") else "+".join(params.get("models", [])),
         "metadata": job.get("client_metadata") or {},
         "error": job.get("error"),

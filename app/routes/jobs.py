@@ -19,10 +19,15 @@ from workers.engine import dzi
 from workers.engine.blurmap_image import blur_map_png
 from workers.engine.labels import read_label
 from workers.engine.omezarr import OmeZarrReader
+from workers.engine.readers import SlideReader
+from workers.engine.timelapse import TimeFrameReader
 from workers.errors import Conflict, InvalidInput, ModelUnavailable, NotFound
+from workers.job_readers import mosaic_reader
 from workers.layout import job_paths
 from workers.planning import AUTO, CLASSIFIER, plan_params, requested_models
 from workers.report import render as render_report
+from workers.sequence_metadata import LASER
+from workers.sequence_planning import plan_sequence, sequence_models
 from workers.store import ACTIVE_STATES, FINAL_STATES, new_id
 from workers.tile_table import write_parquet
 
@@ -42,10 +47,13 @@ def job_public(job: dict[str, Any]) -> JobPublic:
     completed = job["state"] == "completed"
     base = f"/v1/jobs/{job['id']}"
     params = job["params"]
+    frames = _frames_total(params)
+    tiled = completed and frames is None  # a laser-scan job has a per-frame table instead
     return JobPublic(
         id=job["id"],
         slide_id=job["slide_id"],
-        model="auto" if params.get("auto") else _chain_or_name(params["models"]),
+        sequence_id=job["sequence_id"],
+        model="auto" if _is_auto(params) else _chain_or_name(params["models"]),
         state=job["state"],
         progress=Progress(
             tiles_done=done,
@@ -68,14 +76,37 @@ def job_public(job: dict[str, Any]) -> JobPublic:
         metrics=job["metrics"],
         output_url=f"{base}/output.zarr" if completed else None,
         dzi_url=f"{base}/output.dzi" if completed else None,
-        tiles_url=f"{base}/tiles.csv" if completed else None,
-        tiles_parquet_url=f"{base}/tiles.parquet" if completed else None,
+        tiles_url=f"{base}/tiles.csv" if tiled else None,
+        tiles_parquet_url=f"{base}/tiles.parquet" if tiled else None,
         blur_map_url=f"{base}/blur-map.png" if completed and params.get("classify") else None,
-        report_url=f"{base}/report" if completed else None,
+        report_url=f"{base}/report" if tiled else None,
         viewer_url=f"/?job={job['id']}",
         hooks=_hook_states(job, base),
         metadata=job["client_metadata"] or {},
+        input_dzi_url=_input_dzi_url(job, frames),
+        frames_total=frames,
+        frames_url=f"{base}/frames.csv" if completed and frames else None,
     )
+
+
+def _input_dzi_url(job: dict[str, Any], frames: int | None) -> str | None:
+    """Deep Zoom of what the job restores (a mosaic once its frames are placed)."""
+    if job["slide_id"] is not None:
+        return f"/v1/slides/{job['slide_id']}/image.dzi"
+    if frames is not None:
+        return f"/v1/sequences/{job['sequence_id']}/frames/0/image.dzi"
+    registered = job["state"] not in ("queued",) and job["regions_total"] > 0
+    return f"/v1/jobs/{job['id']}/input.dzi" if registered else None
+
+
+def _is_auto(params: dict[str, Any]) -> bool:
+    return bool(params.get("auto") or params.get("sequence", {}).get("auto"))
+
+
+def _frames_total(params: dict[str, Any]) -> int | None:
+    """Frames on the output's time axis (laser-scan jobs only)."""
+    frames = params.get("sequence", {}).get("frames")
+    return int(frames) if frames else None
 
 
 def _hook_states(job: dict[str, Any], base: str) -> dict[str, HookState]:
@@ -111,7 +142,10 @@ def _fraction(tiles_done: int, tiles_total: int, blocks_done: int, blocks_total:
 
 @router.post("", status_code=202, response_model=JobPublic)
 def create_job(body: JobCreate, svc: Svc) -> JobPublic:
-    """Queue a restoration of a slide (or a region of it): ``auto``, one model or a chain."""
+    """Queue a restoration of a slide (or a region of it) or of a frame sequence."""
+    if body.sequence_id is not None:
+        return _create_sequence_job(body, svc)
+    assert body.slide_id is not None
     slide = svc.store.get_slide(body.slide_id)
     auto = body.model == AUTO
     names = requested_models(body.model)
@@ -140,14 +174,38 @@ def create_job(body: JobCreate, svc: Svc) -> JobPublic:
         if params["scale"] != 1:
             raise InvalidInput("a reference comparison needs models that keep the image size")
         params["reference_slide_id"] = body.reference_slide_id
+    record = {"slide_id": slide["id"], "model": AUTO if auto else "+".join(names)}
+    return _queue(svc, record, params, body.metadata)
+
+
+SEQUENCE_ONLY_SLIDES = ("evaluate", "reference_slide_id", "region", "overlap_px")
+
+
+def _create_sequence_job(body: JobCreate, svc: Services) -> JobPublic:
+    """Plan a job on a frame sequence: a registered mosaic, or every frame on a time axis."""
+    sequence = svc.store.get_sequence(body.sequence_id or "")
+    given = [name for name in SEQUENCE_ONLY_SLIDES if getattr(body, name) is not None]
+    if given:
+        raise InvalidInput(f"{', '.join(given)} apply to slides, not to frame sequences")
+    mode = sequence["metadata"]["mode"]
+    names, auto = sequence_models(mode, body.model)
+    manifests = [_generator(svc, name, auto) for name in names]
+    params = plan_sequence(sequence, manifests, svc.settings, auto, body.tile_px)
+    if body.hooks and mode == LASER:
+        raise InvalidInput(
+            "hooks run on slides and continuous-stage mosaics, not on laser-scan frames"
+        )
+    params["hooks"] = _hooks(body.hooks)
+    record = {"sequence_id": sequence["id"], "model": AUTO if auto else "+".join(names)}
+    return _queue(svc, record, params, body.metadata)
+
+
+def _queue(
+    svc: Services, record: dict[str, Any], params: dict[str, Any], metadata: dict[str, Any]
+) -> JobPublic:
+    """Store a planned job, announce it, and queue its start."""
     job = svc.store.add_job(
-        {
-            "id": new_id(),
-            "slide_id": slide["id"],
-            "model": AUTO if auto else "+".join(names),
-            "params": params,
-            "client_metadata": body.metadata,
-        }
+        {**record, "id": new_id(), "params": params, "client_metadata": metadata}
     )
     emit_event(svc, job["id"], "job.queued")
     svc.celery.send_task("restore.start_job", args=[job["id"]])
@@ -320,18 +378,83 @@ def _output_reader(path: str) -> OmeZarrReader:
     return OmeZarrReader(Path(path))
 
 
-@router.get("/{job_id}/output.dzi")
-def output_dzi(job_id: str, svc: Svc) -> Response:
-    """Deep Zoom descriptor of the restored image."""
-    reader = _output_reader(str(_completed_output(svc, job_id)))
+@lru_cache(maxsize=64)
+def _frame_reader(path: str, t: int) -> TimeFrameReader:
+    return TimeFrameReader(Path(path), t)
+
+
+def _image(svc: Services, job_id: str, t: int | None = None) -> SlideReader:
+    """The restored image: the output, or frame ``t`` of a laser-scan job's time axis."""
+    output = str(_completed_output(svc, job_id))
+    frames = _frames_total(svc.store.get_job(job_id)["params"])
+    if frames is None:
+        if t is not None:
+            raise NotFound(f"job {job_id} has no time axis")
+        return _output_reader(output)
+    if not 0 <= (t or 0) < frames:
+        raise NotFound(f"job {job_id} has frames 0 to {frames - 1}")
+    return _frame_reader(output, t or 0)
+
+
+def _dzi(reader: SlideReader) -> Response:
     xml = dzi.DeepZoom(reader.info.width, reader.info.height).xml()
     return Response(xml, media_type="application/xml")
+
+
+def _dzi_tile(reader: SlideReader, level: int, col: int, row: int) -> Response:
+    zoom = dzi.DeepZoom(reader.info.width, reader.info.height)
+    jpeg = dzi.encode(dzi.render_tile(reader, zoom, level, col, row))
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/{job_id}/output.dzi")
+def output_dzi(job_id: str, svc: Svc) -> Response:
+    """Deep Zoom descriptor of the restored image (of frame 0 on a time axis)."""
+    return _dzi(_image(svc, job_id))
 
 
 @router.get("/{job_id}/output_files/{level}/{col}_{row}.jpeg")
 def output_tile(job_id: str, level: int, col: int, row: int, svc: Svc) -> Response:
     """One Deep Zoom tile of the restored image, read from the OME-Zarr pyramid."""
-    reader = _output_reader(str(_completed_output(svc, job_id)))
-    zoom = dzi.DeepZoom(reader.info.width, reader.info.height)
-    jpeg = dzi.encode(dzi.render_tile(reader, zoom, level, col, row))
-    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+    return _dzi_tile(_image(svc, job_id), level, col, row)
+
+
+@router.get("/{job_id}/frames/{t}/output.dzi")
+def frame_dzi(job_id: str, t: int, svc: Svc) -> Response:
+    """Deep Zoom descriptor of frame ``t`` of a laser-scan job's output."""
+    return _dzi(_image(svc, job_id, t))
+
+
+@router.get("/{job_id}/frames/{t}/output_files/{level}/{col}_{row}.jpeg")
+def frame_tile(job_id: str, t: int, level: int, col: int, row: int, svc: Svc) -> Response:
+    """One Deep Zoom tile of frame ``t`` of a laser-scan job's output."""
+    return _dzi_tile(_image(svc, job_id, t), level, col, row)
+
+
+@router.get("/{job_id}/input.dzi")
+def input_dzi(job_id: str, svc: Svc) -> Response:
+    """Deep Zoom descriptor of a sequence job's input: its frames at their registered places."""
+    return _dzi(_mosaic_input(svc, job_id))
+
+
+@router.get("/{job_id}/input_files/{level}/{col}_{row}.jpeg")
+def input_tile(job_id: str, level: int, col: int, row: int, svc: Svc) -> Response:
+    """One Deep Zoom tile of a sequence job's input mosaic (before restoration)."""
+    return _dzi_tile(_mosaic_input(svc, job_id), level, col, row)
+
+
+def _mosaic_input(svc: Services, job_id: str) -> SlideReader:
+    job = svc.store.get_job(job_id)
+    if job["sequence_id"] is None or not job_paths(svc.settings, job_id).positions.exists():
+        raise NotFound(f"job {job_id} has no registered frame mosaic")
+    return mosaic_reader(svc.settings, job)
+
+
+@router.get("/{job_id}/frames.csv")
+def frame_table(job_id: str, svc: Svc) -> FileResponse:
+    """The per-frame table of a laser-scan job: line shift, sharpness before and after."""
+    _completed_output(svc, job_id)
+    path = job_paths(svc.settings, job_id).frame_table
+    if not path.is_file():
+        raise NotFound(f"job {job_id} has no per-frame table")
+    return FileResponse(path, media_type="text/csv", filename=f"{job_id}-frames.csv")

@@ -33,8 +33,10 @@ function synchronise(a, b) {
 
 async function showJob(jobId) {
   const job = await getJson(`/v1/jobs/${jobId}`);
-  const slide = await getJson(`/v1/slides/${job.slide_id}`);
-  statusLine.textContent = `${slide.filename} · ${[].concat(job.model).join(" + ")} · ${job.state}`;
+  const source = job.slide_id
+    ? await getJson(`/v1/slides/${job.slide_id}`)
+    : await getJson(`/v1/sequences/${job.sequence_id}`);
+  statusLine.textContent = `${source.filename} · ${[].concat(job.model).join(" + ")} · ${job.state}`;
   if (job.state !== "completed") {
     statusLine.textContent += ` (${Math.round(job.progress.fraction * 100)} %)`;
     setTimeout(() => showJob(jobId), 2000);
@@ -42,11 +44,10 @@ async function showJob(jobId) {
   }
   document.getElementById("panes").hidden = false;
   const [x, y, w] = job.params.area;
+  const inputWidth = job.slide_id ? source.width : w;
   const input = makeViewer("input");
   const output = makeViewer("output");
-  input.addTiledImage({
-    tileSource: slide.dzi_url, x: -x / w, y: -y / w, width: slide.width / w,
-  });
+  input.addTiledImage({ tileSource: job.input_dzi_url, x: -x / w, y: -y / w, width: inputWidth / w });
   output.addTiledImage({ tileSource: job.dzi_url, x: 0, y: 0, width: 1 });
   document.getElementById("output-label").textContent = `output (${job.model})`;
   let opened = 0;
@@ -61,11 +62,36 @@ async function showJob(jobId) {
       input.viewport.fitBounds(output.viewport.getBounds(), true);
       synchronise(input, output);
       if (job.blur_map_url) showBlurMap(output, job);
+      if (job.frames_total) showFrameSlider(input, output, job);
     }
   };
   input.world.addOnceHandler("add-item", ready);
   output.world.addOnceHandler("add-item", ready);
   window.viewers = { input, output };
+}
+
+// A laser-scan job's output has a time axis: step both panes through its frames.
+function showFrameSlider(input, output, job) {
+  const slider = document.getElementById("frame");
+  const label = document.getElementById("frame-label");
+  slider.max = String(job.frames_total - 1);
+  const show = (t) => {
+    label.textContent = `frame ${t + 1} / ${job.frames_total}`;
+    document.body.dataset.frame = String(t);
+    for (const [viewer, url] of [
+      [input, `/v1/sequences/${job.sequence_id}/frames/${t}/image.dzi`],
+      [output, `/v1/jobs/${job.id}/frames/${t}/output.dzi`],
+    ]) {
+      const old = viewer.world.getItemAt(0);
+      viewer.addTiledImage({
+        tileSource: url, x: 0, y: 0, width: 1,
+        success: () => { if (old) viewer.world.removeItem(old); },
+      });
+    }
+  };
+  slider.addEventListener("input", () => show(Number(slider.value)));
+  label.textContent = `frame 1 / ${job.frames_total}`;
+  document.getElementById("frame-controls").hidden = false;
 }
 
 // The blur map over the output: one cell per PNG pixel, toggled, with a legend.

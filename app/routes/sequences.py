@@ -1,0 +1,164 @@
+"""Frame sequences from scanning microscopes: upload with acquisition metadata, describe."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
+from pydantic import ValidationError
+
+from app.deps import Services, services
+from app.schemas import SequencePublic
+from app.uploads import receive_upload
+from workers import sandbox
+from workers.engine.dzi import DeepZoom, encode, render_tile
+from workers.engine.frames import read_frame
+from workers.engine.readers import ArrayReader, to_rgb_uint8
+from workers.errors import InvalidInput, NotFound
+from workers.layout import sequence_paths
+from workers.sequence_metadata import SequenceMetadata, check_frames
+from workers.store import new_id
+
+router = APIRouter(prefix="/v1/sequences", tags=["sequences"])
+METADATA_FIELD = "metadata"
+Svc = Annotated[Services, Depends(services)]
+
+
+def sequence_public(record: dict[str, Any]) -> SequencePublic:
+    """The API view of a sequence record."""
+    info, meta = record["info"], SequenceMetadata.model_validate(record["metadata"])
+    step = meta.step_px
+    nominal_step = None
+    if step is not None:
+        nominal_step = [step, 0.0] if meta.scan_axis == "x" else [0.0, step]
+    return SequencePublic(
+        id=record["id"],
+        filename=record["filename"],
+        sha256=record["sha256"],
+        size_bytes=record["size_bytes"],
+        created_at=record["created_at"],
+        mode=meta.mode,
+        frame_count=info["count"],
+        frame_width=info["width"],
+        frame_height=info["height"],
+        channels=info["channels"],
+        source_dtype=info["source_dtype"],
+        container=info["container"],
+        container_rate_hz=info["rate_hz"],
+        motion_blur_px=meta.motion_blur_px,
+        nominal_step_px=nominal_step,
+        frame_interval_s=meta.frame_interval_s,
+        metadata=record["metadata"],
+        thumbnail_url=f"/v1/sequences/{record['id']}/thumbnail",
+    )
+
+
+def parse_metadata(text: str | None) -> SequenceMetadata:
+    """The form's ``metadata`` field, or a 422 that names each missing or wrong field."""
+    if text is None:
+        raise InvalidInput(
+            "the form has no field named 'metadata' (JSON: mode, pixel_size_um, ...)"
+        )
+    try:
+        return SequenceMetadata.model_validate_json(text)
+    except ValidationError as error:
+        problems = [
+            ".".join(["metadata", *(str(p) for p in e["loc"])])
+            + ": "
+            + ("unknown field" if e["type"] == "extra_forbidden" else e["msg"])
+            for e in error.errors()
+        ]
+        raise InvalidInput("; ".join(problems)) from None
+
+
+@router.post("", status_code=201, response_model=SequencePublic)
+async def upload_sequence(request: Request, svc: Svc) -> SequencePublic:
+    """Upload frames (multi-page TIFF, zip of images, or video) as ``file`` with ``metadata``."""
+    sequence_id = new_id()
+    paths = sequence_paths(svc.settings, sequence_id)
+    paths.upload_dir.mkdir(parents=True)
+    try:
+        upload = await receive_upload(request, paths.upload_dir, svc.settings.max_upload_bytes)
+        metadata = parse_metadata(upload.fields.get(METADATA_FIELD))
+        info = await run_in_threadpool(
+            svc.sandbox.run,
+            sandbox.decode_sequence,
+            str(upload.path),
+            str(paths.root),
+            svc.settings.max_sequence_frames,
+            svc.settings.max_plain_image_pixels,
+            timeout_s=svc.settings.sequence_decode_timeout_s,
+        )
+        check_frames(metadata, info["count"], (info["width"], info["height"]))
+    except BaseException:
+        shutil.rmtree(paths.root, ignore_errors=True)
+        raise
+    shutil.rmtree(paths.upload_dir, ignore_errors=True)
+    record = svc.store.add_sequence(
+        {
+            "id": sequence_id,
+            "filename": upload.filename,
+            "sha256": upload.sha256,
+            "size_bytes": upload.size_bytes,
+            "metadata": metadata.model_dump(mode="json", exclude_none=True),
+            "info": info,
+        }
+    )
+    return sequence_public(record)
+
+
+@router.get("", response_model=list[SequencePublic])
+def list_sequences(svc: Svc) -> list[SequencePublic]:
+    """The newest frame sequences."""
+    return [sequence_public(r) for r in svc.store.list_sequences()]
+
+
+@router.get("/{sequence_id}", response_model=SequencePublic)
+def get_sequence(sequence_id: str, svc: Svc) -> SequencePublic:
+    """Frame count and size, motion blur and nominal step of one sequence."""
+    return sequence_public(svc.store.get_sequence(sequence_id))
+
+
+@router.get("/{sequence_id}/thumbnail", response_class=Response)
+def thumbnail(sequence_id: str, svc: Svc) -> FileResponse:
+    """PNG of the first frame, reduced."""
+    svc.store.get_sequence(sequence_id)
+    return FileResponse(sequence_paths(svc.settings, sequence_id).thumbnail, media_type="image/png")
+
+
+def _frame(svc: Services, sequence_id: str, t: int) -> ArrayReader:
+    """Frame ``t`` of a sequence as a one-level image."""
+    record = svc.store.get_sequence(sequence_id)
+    if not 0 <= t < record["info"]["count"]:
+        raise NotFound(f"sequence {sequence_id} has frames 0 to {record['info']['count'] - 1}")
+    pixels = read_frame(sequence_paths(svc.settings, sequence_id).frames, t)
+    return ArrayReader(to_rgb_uint8(pixels), record["metadata"]["pixel_size_um"])
+
+
+@router.get("/{sequence_id}/frames/{t}/image.dzi")
+def frame_dzi(sequence_id: str, t: int, svc: Svc) -> Response:
+    """Deep Zoom descriptor of one input frame."""
+    reader = _frame(svc, sequence_id, t)
+    xml = DeepZoom(reader.info.width, reader.info.height).xml()
+    return Response(xml, media_type="application/xml")
+
+
+@router.get("/{sequence_id}/frames/{t}/image_files/{level}/{col}_{row}.jpeg")
+def frame_tile(sequence_id: str, t: int, level: int, col: int, row: int, svc: Svc) -> Response:
+    """One Deep Zoom tile of one input frame."""
+    reader = _frame(svc, sequence_id, t)
+    zoom = DeepZoom(reader.info.width, reader.info.height)
+    jpeg = encode(render_tile(reader, zoom, level, col, row))
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.delete("/{sequence_id}", status_code=204)
+def delete_sequence(sequence_id: str, svc: Svc) -> Response:
+    """Delete a sequence and its frames (jobs and their outputs stay)."""
+    svc.store.get_sequence(sequence_id)
+    svc.store.delete_sequence(sequence_id)
+    shutil.rmtree(sequence_paths(svc.settings, sequence_id).root, ignore_errors=True)
+    return Response(status_code=204)
