@@ -5,6 +5,7 @@ carried along (see models.training.export.export_checkpoint). Needs torch.
 
 Examples:
     python -m models.export --task deblur-motion     # re-export the shipped checkpoint
+    python -m models.export --task deblur-motion --psf-graph   # add only its known-PSF graph
     python -m models.export --task sr-x4 --checkpoint runs/sr-x4/checkpoint.pt \\
         --note "better on the training-split tuning images"   # promote a fine-tuning run
 

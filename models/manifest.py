@@ -38,6 +38,15 @@ class TrainingRecord(BaseModel):
     hardware: str | None = None
 
 
+class PsfGraph(BaseModel):
+    """A second ONNX graph of the same weights that is told the blur instead of estimating it."""
+
+    file: str = Field(description="ONNX file name beside the manifest")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    input_name: str = Field(default="psf", description="the second input, float32 [N, 2]")
+    description: str = ""
+
+
 class ModelManifest(BaseModel):
     """Everything the server needs to know to run a model without importing torch."""
 
@@ -76,6 +85,9 @@ class ModelManifest(BaseModel):
     metrics: dict[str, object] = Field(default_factory=dict)
     throughput_mpx_per_s: float | None = Field(
         default=None, description="CPU megapixels per second through ONNX Runtime"
+    )
+    psf_graph: PsfGraph | None = Field(
+        default=None, description="the same model with a known PSF as a second input"
     )
 
 

@@ -23,14 +23,26 @@ class InstalledModel:
         """The ONNX file the manifest describes."""
         return self.directory / self.manifest.file
 
+    @property
+    def psf_path(self) -> Path | None:
+        """The ONNX file of the known-PSF graph, where the model has one."""
+        graph = self.manifest.psf_graph
+        return None if graph is None else self.directory / graph.file
+
     def verify(self) -> None:
-        """Check that the ONNX file exists and matches the manifest's sha256."""
-        if not self.onnx_path.is_file():
-            raise ModelUnavailable(f"model {self.manifest.name}: {self.onnx_path.name} is missing")
-        actual = file_sha256(self.onnx_path)
-        if actual != self.manifest.sha256:
+        """Check that the ONNX files exist and match the manifest's sha256."""
+        self._check(self.onnx_path, self.manifest.sha256)
+        if self.psf_path is not None and self.manifest.psf_graph is not None:
+            self._check(self.psf_path, self.manifest.psf_graph.sha256)
+
+    def _check(self, path: Path, sha256: str) -> None:
+        if not path.is_file():
+            raise ModelUnavailable(f"model {self.manifest.name}: {path.name} is missing")
+        actual = file_sha256(path)
+        if actual != sha256:
             raise ModelUnavailable(
-                f"model {self.manifest.name}: sha256 {actual} does not match the manifest"
+                f"model {self.manifest.name}: {path.name} sha256 {actual} does not match the "
+                "manifest"
             )
 
 

@@ -33,13 +33,25 @@ def open_session(
 class OnnxModel:
     """An ONNX model that takes float32 NCHW tiles; reports the provider that runs it."""
 
-    def __init__(self, model: InstalledModel, providers: list[str], threads: int = 0) -> None:
+    def __init__(
+        self,
+        model: InstalledModel,
+        providers: list[str],
+        threads: int = 0,
+        psf: tuple[float, float] | None = None,
+    ) -> None:
+        """``psf`` (length px, 1.0 along x): run the model's known-PSF graph with it."""
         model.verify()
         self.manifest = model.manifest
         self.scale = model.manifest.scale
         self.halo_px = model.manifest.halo_px
         self.tile_px = model.manifest.tile_px
-        self.session = open_session(model.onnx_path, providers, threads)
+        self.psf: dict[str, np.ndarray] = {}
+        path = model.onnx_path
+        if psf is not None and model.psf_path is not None and model.manifest.psf_graph:
+            path = model.psf_path
+            self.psf = {model.manifest.psf_graph.input_name: np.asarray([psf], np.float32)}
+        self.session = open_session(path, providers, threads)
         self.provider = self.session.get_providers()[0]
         self.sha256 = model.manifest.sha256
 
@@ -57,9 +69,9 @@ class OnnxModel:
         pad_h, pad_w = (_padded_side(side, least, multiple) - side for side in (height, width))
         if pad_h or pad_w:
             batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="symmetric")
-        outputs = self.session.run(
-            [self.manifest.output_names[0]], {self.manifest.input_name: batch.astype(np.float32)}
-        )
+        feeds = {self.manifest.input_name: batch.astype(np.float32)}
+        feeds.update({name: np.repeat(value, count, axis=0) for name, value in self.psf.items()})
+        outputs = self.session.run([self.manifest.output_names[0]], feeds)
         result = np.asarray(outputs[0], dtype=np.float32)
         return result[:, :, : height * self.scale, : width * self.scale]
 
@@ -94,13 +106,26 @@ def _padded_side(side: int, least: int, multiple: int) -> int:
 
 @lru_cache(maxsize=8)
 def _load_cached(
-    directory: str, sha256: str, providers: tuple[str, ...], threads: int
+    directory: str,
+    sha256: str,
+    providers: tuple[str, ...],
+    threads: int,
+    psf: tuple[float, float] | None,
 ) -> OnnxModel:
     from models.registry import discover_one
 
-    return OnnxModel(discover_one(directory, sha256), list(providers), threads)
+    return OnnxModel(discover_one(directory, sha256), list(providers), threads, psf)
 
 
-def load_model(model: InstalledModel, providers: list[str], threads: int = 0) -> OnnxModel:
-    """One session per model version, provider list and thread count in each worker process."""
-    return _load_cached(str(model.directory), model.manifest.sha256, tuple(providers), threads)
+def load_model(
+    model: InstalledModel,
+    providers: list[str],
+    threads: int = 0,
+    psf: tuple[float, float] | None = None,
+) -> OnnxModel:
+    """One session per model version, provider list, thread count (and PSF) per process.
+
+    ``psf`` selects the model's known-PSF graph where it has one (else it is ignored).
+    """
+    key = psf if model.manifest.psf_graph is not None else None
+    return _load_cached(str(model.directory), model.manifest.sha256, tuple(providers), threads, key)

@@ -28,13 +28,15 @@ from workers.tile_table import tile_rows
 SOFTWARE = "slide-restore 0.1.0"
 
 
-def onnx_model(settings: Settings, name: str) -> Any:
-    """An installed model loaded in ONNX Runtime (one session per process)."""
+def onnx_model(settings: Settings, name: str, psf: tuple[float, float] | None = None) -> Any:
+    """An installed model loaded in ONNX Runtime (one session per process).
+
+    ``psf`` (length px, 1.0 along x), where known, runs a model's known-PSF graph.
+    """
     from models.runtime import load_model
 
-    return load_model(
-        get_model(settings.models_dirs, name), settings.ort_providers, settings.ort_threads
-    )
+    model = get_model(settings.models_dirs, name)
+    return load_model(model, settings.ort_providers, settings.ort_threads, psf)
 
 
 def _classifier(settings: Settings) -> Any:
@@ -71,7 +73,7 @@ def start(store: Store, settings: Settings, job_id: str) -> NextStep:
         pipeline.make_tissue_map(reader).save(paths.tissue)
     out = grid.output_box(grid.area)
     omezarr.create_store(paths.partial, out.width, out.height, params["chunk_px"])
-    blocks = len(cells_from_params(params).blocks) if params["classify"] else 0
+    blocks = len(cells_from_params(params).blocks) if params["classify"] else job["blocks_total"]
     store.update_job(
         job_id,
         regions_total=len(grid.regions),
@@ -224,12 +226,16 @@ def _plan(
         cells = cells_from_params(params)
         return RoutedPlan(decisions, restorers, blur_map, cells, rules, input_in_output=True)
     tissue = TissueMap.load(paths.tissue) if paths.tissue.exists() else None
-    return pipeline.UniformPlan(restorer_chain(settings, params["models"]), tissue)
+    psf = params.get("psf")
+    chain = restorer_chain(settings, params["models"], tuple(psf) if psf else None)
+    return pipeline.UniformPlan(chain, tissue)
 
 
-def restorer_chain(settings: Settings, names: list[str]) -> pipeline.Restorer:
-    """The named models run one after the other."""
-    models = [onnx_model(settings, name) for name in names]
+def restorer_chain(
+    settings: Settings, names: list[str], psf: tuple[float, float] | None = None
+) -> pipeline.Restorer:
+    """The named models run one after the other (told ``psf`` where they take one)."""
+    models = [onnx_model(settings, name, psf) for name in names]
     return models[0] if len(models) == 1 else pipeline.Chain(models)
 
 

@@ -129,7 +129,8 @@ def _replanned(
     old = job["params"]
     manifests = [get_model(settings.models_dirs, name).manifest for name in old["models"]]
     fresh = mosaic_params(size, manifests, settings, old["tile_px"])
-    return {**fresh, "hooks": old.get("hooks", []), "sequence": old["sequence"]}
+    kept = {key: old[key] for key in ("hooks", "sequence", "psf") if key in old}
+    return {**fresh, **kept}
 
 
 class _FrameCache:

@@ -73,6 +73,8 @@ def _plan_mosaic(
     nominal = layout.nominal_positions()
     params = mosaic_params(canvas_size(nominal, frame_size), manifests, settings, tile_px)
     pairs = len(layout.neighbour_pairs())
+    if meta.motion_blur_px is not None:  # every frame's PSF: a box along the scan axis
+        params["psf"] = [meta.motion_blur_px, 1.0 if meta.scan_axis == "x" else 0.0]
     params["sequence"] = {
         **_sequence_part(meta, auto),
         "pairs_total": pairs,

@@ -208,8 +208,19 @@ def export_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="model folder (default models/zoo/<task>)")
     parser.add_argument("--version", help="default: patch + 1 (same weights) or minor + 1")
     parser.add_argument("--note", default="", help="why this run ships, for the record")
+    parser.add_argument(
+        "--psf-graph",
+        action="store_true",
+        help="only add the known-PSF graph of the folder's own checkpoint (motion models)",
+    )
     args = parser.parse_args(argv)
     out = args.out or Path("models/zoo") / args.task
+    if args.psf_graph:
+        from models.training.export import add_psf_graph
+
+        graph = add_psf_graph(out).psf_graph
+        print(f"{out / graph.file} (sha256 {graph.sha256[:12]})" if graph else "no graph")
+        return
     checkpoint = args.checkpoint or out / "checkpoint.pt"
     if not checkpoint.exists():
         parser.error(f"no checkpoint at {checkpoint}")

@@ -18,7 +18,9 @@ from torch import nn
 
 from models.manifest import (
     BLUR_CLASSES,
+    MANIFEST_NAME,
     ModelManifest,
+    PsfGraph,
     TrainingRecord,
     file_sha256,
     load_manifest,
@@ -29,6 +31,7 @@ from models.runtime import open_session
 from models.training.networks import (
     BlurClassifier,
     DefocusWienerUNet,
+    KnownMotionPsf,
     SRResNet,
     UNetDeblur,
     UNetSR,
@@ -38,6 +41,7 @@ from models.training.tasks import TaskConfig
 
 OPSET = 17
 MODEL_FILE = "model.onnx"
+PSF_FILE = "model_psf.onnx"
 CHECKPOINT_FILE = "checkpoint.pt"
 NETWORKS: dict[str, type[nn.Module]] = {
     "unet": UNetDeblur,
@@ -170,6 +174,62 @@ def parity(model: nn.Module, path: Path, shapes: list[tuple[int, int, int, int]]
     return worst
 
 
+def export_psf_onnx(model: WienerUNet, path: Path, side: int = 64) -> float:
+    """Export ``model`` told its PSF (inputs ``image`` and ``psf`` [N, 2]); return the parity.
+
+    The parity is the largest absolute difference from torch on a few shapes and PSFs.
+    """
+    known = KnownMotionPsf(model).eval()
+    example = (torch.rand(1, 3, side, side), torch.tensor([[9.0, 1.0]]))
+    axes = {
+        "image": {0: "batch", 2: "height", 3: "width"},
+        "psf": {0: "batch"},
+        "output": {0: "batch", 2: "out_height", 3: "out_width"},
+    }
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            known,
+            example,
+            str(path),
+            input_names=["image", "psf"],
+            output_names=["output"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    session, worst = open_session(path, threads=2), 0.0
+    rng = np.random.default_rng(0)
+    for shape, psf in (((1, 3, 64, 64), [[5.0, 1.0]]), ((2, 3, 72, 96), [[12.5, 0.0], [30, 1]])):
+        image = rng.random(shape, dtype=np.float32)
+        psf_array = np.asarray(psf, dtype=np.float32)
+        with torch.no_grad():
+            ref = known(torch.from_numpy(image), torch.from_numpy(psf_array)).numpy()
+        out = session.run(None, {"image": image, "psf": psf_array})[0]
+        worst = max(worst, float(np.abs(ref - out).max()))
+    return worst
+
+
+def add_psf_graph(out_dir: Path) -> ModelManifest:
+    """Give a motion model folder its known-PSF graph (same checkpoint, same weights)."""
+    manifest = load_manifest(out_dir / MANIFEST_NAME)
+    model, _ = load_checkpoint(out_dir / CHECKPOINT_FILE)
+    if not isinstance(model, WienerUNet):
+        raise ValueError(f"{manifest.name} does not take a PSF ({type(model).__name__})")
+    worst = export_psf_onnx(model.eval(), out_dir / PSF_FILE)
+    if worst > 1e-3:
+        raise AssertionError(f"the PSF graph differs from torch by {worst}")
+    graph = PsfGraph(
+        file=PSF_FILE,
+        sha256=file_sha256(out_dir / PSF_FILE),
+        description="psf [N, 2]: box length in px and 1.0 for motion along x (0.0 along y); "
+        f"the same weights as {manifest.file}, the estimator skipped; parity {worst:.2e}",
+    )
+    manifest = manifest.model_copy(update={"psf_graph": graph})
+    write_manifest(manifest, out_dir)
+    return manifest
+
+
 def throughput(path: Path, config: TaskConfig, repeats: int = 9) -> dict[str, float]:
     """CPU throughput through ONNX Runtime (2 threads) in megapixels per second.
 
@@ -280,6 +340,8 @@ def write_model_folder(
         **extras,
     )
     write_manifest(manifest, out_dir)
+    if isinstance(model, WienerUNet):
+        manifest = add_psf_graph(out_dir)
     return manifest
 
 

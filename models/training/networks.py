@@ -369,7 +369,12 @@ class WienerUNet(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Return the restored image, same shape as the input."""
         length, horizontal, _ = self.estimate(image)
-        length, horizontal = length.detach(), horizontal.detach()
+        return self.restore(image, length.detach(), horizontal.detach())
+
+    def restore(
+        self, image: torch.Tensor, length: torch.Tensor, horizontal: torch.Tensor
+    ) -> torch.Tensor:
+        """Restore with a given PSF: ``length`` px [N] along x where ``horizontal`` [N] is 1."""
         sharp, smooth = self.deconvolve(image, length, horizontal)
         sharp, smooth = sharp.clamp(-0.25, 1.25), smooth.clamp(-0.25, 1.25)
         ones = torch.ones_like(image[:, :1])
@@ -386,6 +391,23 @@ class WienerUNet(nn.Module):
         _, (length, _, logit) = self._curves_and_estimate(image)  # the MLP's coarse length
         l1 = (length - blur[:, 0]).abs().mean()
         return 0.05 * l1 + 0.1 * F.binary_cross_entropy_with_logits(logit, blur[:, 1])
+
+
+class KnownMotionPsf(nn.Module):
+    """A trained :class:`WienerUNet` that is told the PSF instead of estimating it.
+
+    ``psf`` is ``[N, 2]``: the box length in pixels and 1.0 for motion along x (0.0 along
+    y). A scanner that knows its stage speed, exposure and pixel size knows both, and an
+    estimate from a tile fails where the tile is not blurred throughout (glass, edges).
+    """
+
+    def __init__(self, model: WienerUNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
+        """Return the restored image, same shape as the input."""
+        return self.model.restore(image, psf[:, 0], psf[:, 1])
 
 
 class DefocusWienerUNet(nn.Module):

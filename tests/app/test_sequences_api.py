@@ -205,17 +205,17 @@ def test_the_restored_mosaic_beats_blurred_frames_at_nominal_places(
     placed = np.asarray(job["metrics"]["registration"]["positions"])
     frame_0 = np.rint(placed[0]).astype(int)
     ssim_restored = _aligned_ssim(restored, simulated.sharp, simulated.true[0] - frame_0)
-    frames = simulated.frames
+    frames, scores = simulated.frames, {}
     for positions, name in ((simulated.nominal, "nominal"), (placed, "registered")):
         mosaic = MosaicReader(lambda i: frames[i], positions, (FRAME, FRAME))
         blurred = mosaic.read_region((0, 0), 0, (mosaic.info.width, mosaic.info.height))
         corner = simulated.true[0] - np.rint(positions[0] - positions.min(axis=0)).astype(int)
         score = _aligned_ssim(blurred, simulated.sharp, corner)
         print(f"SSIM against the sharp tissue: blurred frames at {name} places {score:.3f}")
-        if name == "nominal":
-            ssim_nominal = score
+        scores[name] = score
     print(f"SSIM against the sharp tissue: restored mosaic {ssim_restored:.3f}")
-    assert ssim_restored > ssim_nominal + 0.05
+    assert ssim_restored > scores["nominal"] + 0.3
+    assert ssim_restored > scores["registered"] + 0.15  # deblur-motion, told the stage's PSF
 
 
 def test_zip_tiff_and_mp4_give_the_same_mosaic(server: Server, mosaics: dict[str, dict]) -> None:

@@ -113,3 +113,28 @@ def test_abutting_tiles_leave_no_seam_on_real_tissue(name: str, tmp_path: Path) 
     tiled = boundary_ratio(omezarr.read_box(store, out_box), xs, ys, model.scale)
     whole = boundary_ratio(whole_pass(model, image), xs, ys, model.scale)
     assert tiled <= whole * 1.05, (tiled, whole)
+
+
+def test_deblur_motion_told_its_psf_beats_its_own_estimate_beside_glass() -> None:
+    """The known-PSF graph: where part of a tile is unblurred glass, the estimate fails."""
+    from skimage.metrics import structural_similarity
+
+    from tests.scan_simulation import motion_blur, tissue_canvas
+
+    installed = discover([ZOO_DIR])["deblur-motion"]
+    assert installed.manifest.psf_graph is not None
+    installed.verify()  # both graphs match the manifest's sha256
+    sharp = tissue_canvas(512, 512)
+    blurred = motion_blur(sharp, 9, "x")
+    blurred[:, :24] = blurred[:16] = 255  # glass along two edges, as at a mosaic corner
+    batch = blurred[None].transpose(0, 3, 1, 2).astype(np.float32) / 255
+    scores = {}
+    for name, psf in (("estimated", None), ("told", (9.0, 1.0))):
+        model = load_model(installed, ["CPUExecutionProvider"], psf=psf)
+        restored = (model(batch)[0].transpose(1, 2, 0) * 255).clip(0, 255)
+        inner = (slice(56, -40), slice(64, -40))
+        scores[name] = structural_similarity(
+            restored[inner], sharp[inner].astype(np.float32), channel_axis=2, data_range=255
+        )
+    print(scores)
+    assert scores["told"] > scores["estimated"] + 0.05, scores
