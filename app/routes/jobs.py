@@ -10,12 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
+from app import deepzoom
 from app.deps import Services, services
 from app.schemas import HookState, JobCreate, JobPublic, Progress
 from models.manifest import ModelManifest
 from models.registry import get_model
 from workers import hooks, webhooks
-from workers.engine import dzi
 from workers.engine.blurmap_image import blur_map_png
 from workers.engine.labels import read_label
 from workers.engine.omezarr import OmeZarrReader
@@ -396,51 +396,40 @@ def _image(svc: Services, job_id: str, t: int | None = None) -> SlideReader:
     return _frame_reader(output, t or 0)
 
 
-def _dzi(reader: SlideReader) -> Response:
-    xml = dzi.DeepZoom(reader.info.width, reader.info.height).xml()
-    return Response(xml, media_type="application/xml")
-
-
-def _dzi_tile(reader: SlideReader, level: int, col: int, row: int) -> Response:
-    zoom = dzi.DeepZoom(reader.info.width, reader.info.height)
-    jpeg = dzi.encode(dzi.render_tile(reader, zoom, level, col, row))
-    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
-
-
 @router.get("/{job_id}/output.dzi")
 def output_dzi(job_id: str, svc: Svc) -> Response:
     """Deep Zoom descriptor of the restored image (of frame 0 on a time axis)."""
-    return _dzi(_image(svc, job_id))
+    return deepzoom.descriptor(_image(svc, job_id))
 
 
 @router.get("/{job_id}/output_files/{level}/{col}_{row}.jpeg")
 def output_tile(job_id: str, level: int, col: int, row: int, svc: Svc) -> Response:
     """One Deep Zoom tile of the restored image, read from the OME-Zarr pyramid."""
-    return _dzi_tile(_image(svc, job_id), level, col, row)
+    return deepzoom.tile(_image(svc, job_id), level, col, row)
 
 
 @router.get("/{job_id}/frames/{t}/output.dzi")
 def frame_dzi(job_id: str, t: int, svc: Svc) -> Response:
     """Deep Zoom descriptor of frame ``t`` of a laser-scan job's output."""
-    return _dzi(_image(svc, job_id, t))
+    return deepzoom.descriptor(_image(svc, job_id, t))
 
 
 @router.get("/{job_id}/frames/{t}/output_files/{level}/{col}_{row}.jpeg")
 def frame_tile(job_id: str, t: int, level: int, col: int, row: int, svc: Svc) -> Response:
     """One Deep Zoom tile of frame ``t`` of a laser-scan job's output."""
-    return _dzi_tile(_image(svc, job_id, t), level, col, row)
+    return deepzoom.tile(_image(svc, job_id, t), level, col, row)
 
 
 @router.get("/{job_id}/input.dzi")
 def input_dzi(job_id: str, svc: Svc) -> Response:
     """Deep Zoom descriptor of a sequence job's input: its frames at their registered places."""
-    return _dzi(_mosaic_input(svc, job_id))
+    return deepzoom.descriptor(_mosaic_input(svc, job_id))
 
 
 @router.get("/{job_id}/input_files/{level}/{col}_{row}.jpeg")
 def input_tile(job_id: str, level: int, col: int, row: int, svc: Svc) -> Response:
     """One Deep Zoom tile of a sequence job's input mosaic (before restoration)."""
-    return _dzi_tile(_mosaic_input(svc, job_id), level, col, row)
+    return deepzoom.tile(_mosaic_input(svc, job_id), level, col, row)
 
 
 def _mosaic_input(svc: Services, job_id: str) -> SlideReader:

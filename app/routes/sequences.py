@@ -10,11 +10,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 
+from app import deepzoom
 from app.deps import Services, services
 from app.schemas import SequencePublic
 from app.uploads import receive_upload
 from workers import sandbox
-from workers.engine.dzi import DeepZoom, encode, render_tile
 from workers.engine.frames import read_frame
 from workers.engine.readers import ArrayReader, to_rgb_uint8
 from workers.errors import InvalidInput, NotFound
@@ -141,18 +141,13 @@ def _frame(svc: Services, sequence_id: str, t: int) -> ArrayReader:
 @router.get("/{sequence_id}/frames/{t}/image.dzi")
 def frame_dzi(sequence_id: str, t: int, svc: Svc) -> Response:
     """Deep Zoom descriptor of one input frame."""
-    reader = _frame(svc, sequence_id, t)
-    xml = DeepZoom(reader.info.width, reader.info.height).xml()
-    return Response(xml, media_type="application/xml")
+    return deepzoom.descriptor(_frame(svc, sequence_id, t))
 
 
 @router.get("/{sequence_id}/frames/{t}/image_files/{level}/{col}_{row}.jpeg")
 def frame_tile(sequence_id: str, t: int, level: int, col: int, row: int, svc: Svc) -> Response:
     """One Deep Zoom tile of one input frame."""
-    reader = _frame(svc, sequence_id, t)
-    zoom = DeepZoom(reader.info.width, reader.info.height)
-    jpeg = encode(render_tile(reader, zoom, level, col, row))
-    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+    return deepzoom.tile(_frame(svc, sequence_id, t), level, col, row)
 
 
 @router.delete("/{sequence_id}", status_code=204)
