@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -410,3 +411,23 @@ def test_bad_sequence_jobs_get_422(
         assert response.status_code == 422, (body, response.text)
         assert says in response.json()["message"], (body, response.json()["message"])
     assert client.post("/v1/jobs", json={"sequence_id": "nope"}).status_code == 404
+
+
+def test_a_laser_scan_job_can_be_cancelled_midway(
+    client: httpx.Client, server: Server, laser_scan: tuple[np.ndarray, list[np.ndarray]]
+) -> None:
+    frames = laser_scan[1] * 40  # 160 frames: ten tasks of 16
+    response = post_sequence(client, "long.tif", tiff_of(frames), LASER)
+    assert response.status_code == 201, response.text
+    job = client.post("/v1/jobs", json={"sequence_id": response.json()["id"]}).json()
+    deadline = time.time() + 120
+    while client.get(f"/v1/jobs/{job['id']}").json()["progress"]["tiles_done"] < 1:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    cancelled = client.delete(f"/v1/jobs/{job['id']}")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    time.sleep(3)  # the running task stops before its next frame
+    final = client.get(f"/v1/jobs/{job['id']}").json()
+    assert final["state"] == "cancelled" and final["progress"]["tiles_done"] < len(frames)
+    folder = Path(server.env["RESTORE_DATA_DIR"]) / "jobs" / job["id"]
+    assert not (folder / "output.partial.zarr").exists() and not (folder / "output.zarr").exists()

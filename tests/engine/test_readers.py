@@ -107,3 +107,20 @@ def test_mrxs_style_zip_is_unpacked_safely(tmp_path: Path, pyramid_tiff: Path) -
         bundle.writestr("../../escape.mrxs", b"x")
     with pytest.raises(InvalidInput, match="escapes"):
         unpack_slide_zip(evil, tmp_path / "out2", max_bytes=10**8)
+
+
+@pytest.mark.parametrize(("axes", "shape"), [("ZYX", (3, 64, 80)), ("TYXS", (2, 64, 80, 3))])
+def test_a_tiff_stack_is_refused_with_a_pointer_to_sequences(
+    tmp_path: Path, axes: str, shape: tuple[int, ...]
+) -> None:
+    path = tmp_path / "stack.ome.tif"
+    pixels = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    tifffile.imwrite(path, pixels, ome=True, metadata={"axes": axes})
+    with pytest.raises(InvalidInput, match=r"stack of \d .* POST /v1/sequences"):
+        open_slide(path)
+    plain = tmp_path / "pages.tif"
+    with tifffile.TiffWriter(plain) as tif:
+        for page in pixels:
+            tif.write(page, photometric="rgb" if page.ndim == 3 else "minisblack")
+    with pytest.raises(InvalidInput, match="POST /v1/sequences"):
+        open_slide(plain)

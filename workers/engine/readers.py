@@ -135,6 +135,7 @@ class TiffReader:
         self._axes = series.axes
         if "Y" not in self._axes or "X" not in self._axes:
             raise UnsupportedFormat(f"TIFF series has no Y/X axes (axes {self._axes!r})")
+        _refuse_stacks(path, self._tif)
         levels = series.levels
         dims = [
             (lvl.shape[self._axes.index("X")], lvl.shape[self._axes.index("Y")]) for lvl in levels
@@ -192,6 +193,33 @@ class TiffReader:
     def close(self) -> None:
         """Close the file."""
         self._tif.close()
+
+
+STACK_AXES = {"T": "time points", "Z": "focal planes", "I": "images", "Q": "images"}
+
+
+def _refuse_stacks(path: Path, tif: tifffile.TiffFile) -> None:
+    """A TIFF of several images of one size is a stack, not a slide: say so, drop none.
+
+    tifffile shows a stack as an axis of the first series (OME, ImageJ, shaped files) or,
+    for pages written one by one, as further series of the same shape.
+    """
+    series = tif.series[0]
+    stacked = [
+        (STACK_AXES[axis], size)
+        for axis, size in zip(series.axes, series.shape, strict=True)
+        if axis in STACK_AXES and size > 1
+    ]
+    alike = sum(1 for other in tif.series if other.shape == series.shape)
+    if alike > 1:
+        stacked.append(("images", alike))
+    if stacked:
+        what, size = stacked[0]
+        raise InvalidInput(
+            f"{path.name} holds a stack of {size} {what} (axes {series.axes}), not one "
+            "slide: upload frames from a scanning microscope with POST /v1/sequences, or "
+            "one image per slide"
+        )
 
 
 class ImageReader:
