@@ -26,6 +26,11 @@ class SlidePublic(BaseModel):
     level_downsamples: list[float]
     mpp_x: float | None
     mpp_y: float | None
+    mpp_source: str | None = Field(
+        default=None,
+        description="'file' (read from the slide), 'upload' (the form's mpp field), or null: "
+        "unknown, including implausible values such as a 72 dpi default (352.8 um/px)",
+    )
     vendor: str
     reader: str
     created_at: float
@@ -103,6 +108,13 @@ class JobCreate(BaseModel):
     )
     min_confidence: float = Field(
         default=0.6, ge=0.0, le=1.0, description="blur below this confidence is left alone"
+    )
+    mpp: float | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description="microns per level-0 pixel, for a slide whose file gives none or a wrong "
+        "one: the output's physical scale and the hooks' sizes use it",
     )
     region: list[int] | None = Field(
         default=None,

@@ -57,9 +57,16 @@ def _mosaic(frames: str, positions_file: str) -> MosaicReader:
 
 
 def job_source(store: Store, job: dict[str, Any]) -> dict[str, Any]:
-    """The job's input as outputs describe it: file name, checksum, size and pixel size."""
+    """The job's input as outputs describe it: file name, checksum, size and pixel size.
+
+    The pixel size is the job's ``mpp`` where it gave one, else the slide's (or sequence's).
+    """
     if job["sequence_id"] is None:
-        return store.get_slide(job["slide_id"])
+        slide = store.get_slide(job["slide_id"])
+        mpp = job["params"].get("mpp")  # the job's own, where the file's was unknown or wrong
+        if mpp:
+            slide["info"] = {**slide["info"], "mpp_x": mpp, "mpp_y": mpp}
+        return slide
     sequence = store.get_sequence(job["sequence_id"])
     pixel_size = sequence["metadata"]["pixel_size_um"]
     area = job["params"]["area"]

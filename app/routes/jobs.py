@@ -165,6 +165,8 @@ def create_job(body: JobCreate, svc: Svc) -> JobPublic:
         min_confidence=body.min_confidence,
     )
     params["hooks"] = _hooks(body.hooks)
+    if body.mpp is not None:
+        params["mpp"] = body.mpp
     if body.evaluate is not None:
         if params["scale"] != 1:
             raise InvalidInput("an evaluation job needs models that keep the image size")
@@ -178,7 +180,7 @@ def create_job(body: JobCreate, svc: Svc) -> JobPublic:
     return _queue(svc, record, params, body.metadata)
 
 
-SEQUENCE_ONLY_SLIDES = ("evaluate", "reference_slide_id", "region", "overlap_px")
+SEQUENCE_ONLY_SLIDES = ("evaluate", "reference_slide_id", "region", "overlap_px", "mpp")
 
 
 def _create_sequence_job(body: JobCreate, svc: Services) -> JobPublic:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from typing import Annotated, Any
 
@@ -14,11 +15,12 @@ from app.schemas import SlidePublic
 from app.uploads import receive_upload
 from workers import sandbox
 from workers.engine.dzi import DeepZoom
-from workers.errors import TooLarge
+from workers.errors import InvalidInput, TooLarge
 from workers.layout import slide_paths
 from workers.store import new_id
 
 router = APIRouter(prefix="/v1/slides", tags=["slides"])
+MPP_FIELD, MAX_GIVEN_MPP = "mpp", 1000.0
 MAX_THUMBNAIL_PX = 2048
 Svc = Annotated[Services, Depends(services)]
 
@@ -39,6 +41,7 @@ def slide_public(record: dict[str, Any]) -> SlidePublic:
         level_downsamples=info["level_downsamples"],
         mpp_x=info["mpp_x"],
         mpp_y=info["mpp_y"],
+        mpp_source=info.get("mpp_source", "file" if info["mpp_x"] else None),
         vendor=info["vendor"],
         reader=info["reader"],
         thumbnail_url=f"/v1/slides/{record['id']}/thumbnail",
@@ -46,9 +49,25 @@ def slide_public(record: dict[str, Any]) -> SlidePublic:
     )
 
 
+def _with_mpp(info: dict[str, Any], given: str | None) -> dict[str, Any]:
+    """The slide's description with its pixel size: the form's ``mpp``, else the file's."""
+    if given is None or not given.strip():
+        return {**info, "mpp_source": "file" if info["mpp_x"] else None}
+    try:
+        mpp = float(given)
+    except ValueError:
+        mpp = math.nan
+    if not 0 < mpp <= MAX_GIVEN_MPP:
+        raise InvalidInput(f"mpp must be microns per pixel, above 0 and at most {MAX_GIVEN_MPP}")
+    return {**info, "mpp_x": mpp, "mpp_y": mpp, "mpp_source": "upload"}
+
+
 @router.post("", status_code=201, response_model=SlidePublic)
 async def upload_slide(request: Request, svc: Svc) -> SlidePublic:
-    """Upload a slide as multipart field ``file``; it is checked in a sandboxed reader."""
+    """Upload a slide as multipart field ``file`` (optional field ``mpp``: microns per pixel).
+
+    The file is checked in a sandboxed reader.
+    """
     slide_id = new_id()
     paths = slide_paths(svc.settings, slide_id)
     paths.upload_dir.mkdir(parents=True)
@@ -62,6 +81,7 @@ async def upload_slide(request: Request, svc: Svc) -> SlidePublic:
             svc.reader_limits,
             svc.settings.max_upload_bytes,
         )
+        info = _with_mpp(inspected["info"], upload.fields.get(MPP_FIELD))
     except BaseException:
         shutil.rmtree(paths.root, ignore_errors=True)
         raise
@@ -72,7 +92,7 @@ async def upload_slide(request: Request, svc: Svc) -> SlidePublic:
             "sha256": upload.sha256,
             "size_bytes": upload.size_bytes,
             "path": inspected["path"],
-            "info": inspected["info"],
+            "info": info,
         }
     )
     return slide_public(record)

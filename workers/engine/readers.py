@@ -19,6 +19,7 @@ from PIL import Image
 from workers.errors import InvalidInput, TooLarge, UnsupportedFormat
 
 TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".tf8"}
+MIN_MPP, MAX_MPP = 0.01, 20.0  # plausible microns per pixel of a microscope image
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,8 @@ class OpenSlideReader:
             height=self._slide.dimensions[1],
             level_dimensions=[(int(w), int(h)) for w, h in self._slide.level_dimensions],
             level_downsamples=[float(d) for d in self._slide.level_downsamples],
-            mpp_x=_float_or_none(props.get("openslide.mpp-x")),
-            mpp_y=_float_or_none(props.get("openslide.mpp-y")),
+            mpp_x=plausible_mpp(_float_or_none(props.get("openslide.mpp-x"))),
+            mpp_y=plausible_mpp(_float_or_none(props.get("openslide.mpp-y"))),
             vendor=props.get("openslide.vendor", "unknown"),
             reader="openslide",
             properties={k: v for k, v in props.items() if k.startswith("openslide.")},
@@ -146,7 +147,7 @@ class TiffReader:
         self._levels: list[Any] = (
             [opened[str(i)] for i in range(len(levels))] if len(levels) > 1 else [opened]
         )
-        mpp_x, mpp_y = _tiff_mpp(self._tif)
+        mpp_x, mpp_y = (plausible_mpp(value) for value in _tiff_mpp(self._tif))
         self._max_value = self._estimate_max_value(series.dtype)
         self.info = SlideInfo(
             width=dims[0][0],
@@ -235,7 +236,7 @@ class ImageReader:
             dpi = image.info.get("dpi")
             image.load()
             self._pixels = to_rgb_uint8(np.asarray(_pil_to_array_ready(image)))
-        mpp = 25400.0 / float(dpi[0]) if dpi and float(dpi[0]) > 1 else None
+        mpp = plausible_mpp(25400.0 / float(dpi[0])) if dpi and float(dpi[0]) > 1 else None
         self.info = SlideInfo(
             width=width,
             height=height,
@@ -290,6 +291,15 @@ def _pil_to_array_ready(image: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def plausible_mpp(value: float | None) -> float | None:
+    """A file's microns per pixel, or None where no microscope would give it.
+
+    Image editors write 72 to 1200 dpi by default (21 to 353 um/px); slide scanners and
+    microscope cameras give 0.05 to a few um/px.
+    """
+    return value if value is not None and MIN_MPP <= value <= MAX_MPP else None
 
 
 def _float_or_none(value: str | None) -> float | None:
