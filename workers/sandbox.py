@@ -20,6 +20,7 @@ from PIL import Image
 from workers.engine import dzi
 from workers.engine.archives import unpack_slide_zip
 from workers.engine.frames import FrameLimits, ingest_frames, read_frame
+from workers.engine.read_errors import check_complete, explain, without_paths
 from workers.engine.readers import ReaderLimits, SlideReader, open_slide, open_slide_cached
 from workers.engine.thumbnails import read_thumbnail
 from workers.errors import InvalidInput, RestoreError, TooLarge
@@ -38,22 +39,20 @@ def inspect_upload(
 ) -> dict[str, Any]:
     """Open an uploaded file, check it reads end to end, and write its thumbnail.
 
-    Returns the slide's path (the file inside a zip for MRXS) and its description.
+    Returns the slide's path (for a zip, the MRXS file or a DICOM series' largest instance)
+    and its description.
     """
     path = Path(upload)
     paths = SlidePaths(Path(slide_dir))
     if zipfile.is_zipfile(path):
         path = unpack_slide_zip(path, paths.unpacked, max_bytes=max_unpacked_bytes)
+    check_complete(path)
     reader = open_slide(path, ReaderLimits(*limits))
     try:
         check_readable(reader)
         thumbnail, _ = read_thumbnail(reader, THUMBNAIL_PX)
-    except RestoreError:
-        raise
-    except MemoryError as exc:
-        raise TooLarge(f"reading {path.name} needs more memory than readers may use") from exc
     except Exception as exc:  # decoders raise their own errors on damaged data
-        raise InvalidInput(f"{path.name} is damaged or truncated: {exc}") from exc
+        raise explain(path, exc) from exc
     finally:
         reader.close()
     Image.fromarray(thumbnail).save(paths.thumbnail)
@@ -152,7 +151,7 @@ class Sandbox:
             self._reset()
             raise InvalidInput(f"reading the file took longer than {timeout_s} s") from exc
         except Exception as exc:
-            raise InvalidInput(f"cannot read the file: {exc}") from exc
+            raise InvalidInput(f"cannot read the file: {without_paths(str(exc))}") from exc
 
     def _reset(self) -> None:
         with self._lock:

@@ -1,10 +1,15 @@
-"""Unpack multi-file slides (MRXS and its data folder) uploaded as one zip archive."""
+"""Unpack multi-file slides uploaded as one zip archive.
+
+MRXS with its data folder, or the instances of a DICOM-WSI series (pyramid levels, label,
+overview: DICOM files are found by content, as they often have no file name extension).
+"""
 
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
 
+from workers.engine import dicom
 from workers.errors import InvalidInput, TooLarge, UnsupportedFormat
 
 SLIDE_SUFFIXES_IN_ZIP = (".mrxs", ".vms", ".vmu", ".svs", ".ndpi", ".scn", ".tif", ".tiff")
@@ -14,6 +19,7 @@ def unpack_slide_zip(archive: Path, destination: Path, max_bytes: int) -> Path:
     """Extract a zip safely and return the slide file inside it.
 
     Refuses members that escape ``destination`` and archives that expand past ``max_bytes``.
+    For a DICOM-WSI series the file returned is its largest instance, beside the others.
     """
     try:
         bundle = zipfile.ZipFile(archive)
@@ -30,6 +36,12 @@ def unpack_slide_zip(archive: Path, destination: Path, max_bytes: int) -> Path:
                 raise InvalidInput(f"zip member {member.filename!r} escapes the archive")
         bundle.extractall(destination)
     slides = sorted(p for p in destination.rglob("*") if p.suffix.lower() in SLIDE_SUFFIXES_IN_ZIP)
-    if not slides:
-        raise UnsupportedFormat("zip archive holds no slide (.mrxs, .svs, .ndpi, .tif, ...)")
-    return min(slides, key=lambda p: (p.suffix.lower() != ".mrxs", len(p.parts)))
+    if slides:
+        return min(slides, key=lambda p: (p.suffix.lower() != ".mrxs", len(p.parts)))
+    series = dicom.series_file(destination)
+    if series is not None:
+        return series
+    raise UnsupportedFormat(
+        f"{archive.name} holds no slide (.mrxs, .svs, .ndpi, .tif, ..., or the DICOM "
+        "instances of a whole-slide image series)"
+    )

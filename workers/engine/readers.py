@@ -16,6 +16,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from workers.engine import dicom
+from workers.engine.read_errors import explain, looks_like_tiff
 from workers.errors import InvalidInput, TooLarge, UnsupportedFormat
 
 TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".tf8"}
@@ -348,15 +350,11 @@ def open_slide(path: Path, limits: ReaderLimits | None = None) -> SlideReader:
     limits = limits or ReaderLimits()
     if not path.is_file():
         raise InvalidInput(f"slide file {path.name} is missing")
-    is_tiff = _looks_like_tiff(path)
+    is_tiff = looks_like_tiff(path)
     try:
         reader = _choose_reader(path, limits, is_tiff)
-    except (TooLarge, UnsupportedFormat, InvalidInput):
-        raise
-    except MemoryError as exc:
-        raise TooLarge(f"reading {path.name} needs more memory than readers may use") from exc
     except Exception as exc:  # every library raises its own errors for broken files
-        raise InvalidInput(f"cannot read {path.name}: {exc}") from exc
+        raise explain(path, exc) from exc
     if reader.info.reader != "pillow":
         check_dimensions(reader.info.width, reader.info.height, limits.max_slide_pixels)
     return reader
@@ -378,6 +376,9 @@ def _choose_reader(path: Path, limits: ReaderLimits, is_tiff: bool) -> SlideRead
         return OpenSlideReader(path)
     if is_tiff:
         return TiffReader(path, limits)
+    not_a_slide = dicom.not_whole_slide_reason(path)
+    if not_a_slide:
+        raise UnsupportedFormat(not_a_slide)
     from PIL import UnidentifiedImageError
 
     try:
@@ -386,15 +387,9 @@ def _choose_reader(path: Path, limits: ReaderLimits, is_tiff: bool) -> SlideRead
     except UnidentifiedImageError as exc:
         raise UnsupportedFormat(
             f"{path.name} is not a slide or image format this server reads "
-            "(OpenSlide formats, OME-TIFF, TIFF, PNG, JPEG)"
+            "(OpenSlide formats, DICOM-WSI, OME-TIFF, TIFF, PNG, JPEG)"
         ) from exc
     return ImageReader(path, limits)
-
-
-def _looks_like_tiff(path: Path) -> bool:
-    with path.open("rb") as handle:
-        magic = handle.read(4)
-    return magic[:2] in (b"II", b"MM") and magic[2:4] in (b"*\x00", b"\x00*", b"+\x00", b"\x00+")
 
 
 def _is_ome_tiff(path: Path) -> bool:
