@@ -1,14 +1,17 @@
 """The viewer page in headless Chromium (Debian's chromium, driven by Playwright)."""
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Page, sync_playwright
 
+from tests import fixtures
 from tests.app.server import Server, upload, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -90,3 +93,209 @@ def test_api_docs_render_offline_with_no_external_request(embedded: Server, tmp_
     external = [u for u in requested if not u.startswith((embedded.url, "data:"))]
     assert not external, external
     assert any(u.endswith("/openapi.json") for u in requested)
+
+
+MICRO = "\u00b5"
+PAGE = {"width": 1200, "height": 700}
+
+
+@contextmanager
+def chromium_page(errors: list[str]) -> Iterator[Page]:
+    """A 1200 x 700 page in headless Chromium; console errors and exceptions go to ``errors``."""
+    if CHROMIUM is None:
+        pytest.fail("Chromium is not installed (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport=PAGE)
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def upscaled(embedded: Server, pyramid_tiff: Path) -> dict:
+    """A completed x2 job on part of a 0.5 um/px slide: its output has 0.25 um pixels."""
+    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+        slide = upload(client, pyramid_tiff, "upscaled.tif").json()
+        body = {"slide_id": slide["id"], "model": "nearest-x2", "region": [0, 0, 768, 512]}
+        created = client.post("/v1/jobs", json=body)
+        assert created.status_code == 202, created.text
+        job = wait_for_job(client, created.json()["id"])
+    assert job["state"] == "completed", job["error"]
+    return {**job, "slide": slide}
+
+
+def test_start_page_shows_the_jobs_and_the_start_form_at_the_top(
+    embedded: Server, upscaled: dict, tmp_path: Path
+) -> None:
+    errors: list[str] = []
+    with chromium_page(errors) as page:
+        page.goto(f"{embedded.url}/")
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        page.screenshot(path=str(tmp_path / "start.png"))
+        print(f"screenshot: {tmp_path / 'start.png'}")
+        assert page.locator("#panes").is_hidden(), "the empty viewer panes cover the start page"
+        job_box = page.locator("#jobs tr").nth(1).bounding_box()
+        assert job_box is not None and job_box["y"] + job_box["height"] <= PAGE["height"]
+        form_box = page.locator("#start-form").bounding_box(timeout=5_000)
+        assert form_box is not None and form_box["y"] + form_box["height"] <= PAGE["height"]
+        job_text = page.locator("#jobs tr", has_text=upscaled["id"][:8]).inner_text()
+        slides = page.locator("#start-slide option").all_inner_texts()
+        models = page.eval_on_selector_all("#start-model option", "o => o.map(e => e.value)")
+    assert not errors, errors
+    assert upscaled["id"][:8] in job_text and "upscaled.tif" in job_text
+    assert any(s.startswith("upscaled.tif (1500 \u00d7 1200, 0.5 ") for s in slides), slides
+    assert models[0] == "auto" and {"blur3x3", "nearest-x2", "identity"} <= set(models)
+
+
+def test_a_job_started_from_the_form_runs_to_completion(
+    embedded: Server, upscaled: dict, tmp_path: Path
+) -> None:
+    errors: list[str] = []
+    with chromium_page(errors) as page:
+        page.goto(f"{embedded.url}/")
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        page.select_option("#start-slide", upscaled["slide_id"])
+        page.select_option("#start-model", "blur3x3")
+        fields = page.locator("#start-region input")
+        fields.nth(0).fill("0")
+        page.click("#start-button")
+        half = page.locator("#start-message.error").inner_text()
+        for index, value in enumerate(["0", "0", "99999", "256"]):
+            fields.nth(index).fill(value)
+        page.click("#start-button")
+        page.wait_for_selector("#start-message.error:has-text('outside')", timeout=10_000)
+        refused = page.locator("#start-message").inner_text()
+        page.screenshot(path=str(tmp_path / "refused.png"))
+        fields.nth(0).fill("600")
+        fields.nth(1).fill("300")
+        fields.nth(2).fill("384")
+        page.click("#start-button")
+        page.wait_for_url("**/?job=*", timeout=10_000)
+        page.wait_for_selector("body[data-ready=true]", timeout=120_000)
+        page.screenshot(path=str(tmp_path / "started.png"))
+        print(f"screenshots: {tmp_path}")
+        job_id = page.url.split("job=")[1]
+    assert "all four" in half
+    assert "region [0, 0, 99999, 256] lies outside the slide" in refused, refused
+    assert refused.endswith("(invalid_input)"), refused
+    # the browser logs the refused POST; nothing else may fail
+    assert all("status of 422" in e for e in errors), errors
+    job = httpx.get(f"{embedded.url}/v1/jobs/{job_id}", timeout=30).json()
+    assert job["state"] == "completed" and job["model"] == "blur3x3"
+    assert job["slide_id"] == upscaled["slide_id"] and job["params"]["area"] == [600, 300, 384, 256]
+
+
+def _scale_bar(page: Page, pane: str) -> tuple[float, float]:
+    """(the bar's length in um from its label, its width in screen pixels) on ``pane``."""
+    label = page.locator(f".pane:has(#{pane}) .scale-label").inner_text()
+    number, unit = label.split()
+    assert unit in (f"{MICRO}m", "mm"), label
+    box = page.locator(f".pane:has(#{pane}) .scale-line").bounding_box()
+    assert box is not None
+    return float(number) * (1000 if unit == "mm" else 1), box["width"]
+
+
+SCREEN_PX_PER_OUTPUT_PX = (
+    "() => { const v = window.viewers.output;"
+    " return v.world.getItemAt(0).viewportToImageZoom(v.viewport.getZoom(true)); }"
+)
+
+
+def test_the_scale_bar_shows_microns_and_follows_the_zoom(
+    embedded: Server, upscaled: dict, tmp_path: Path
+) -> None:
+    output_um = upscaled["slide"]["mpp_x"] / upscaled["params"]["scale"]
+    assert output_um == pytest.approx(0.25, rel=0.01)
+    errors: list[str] = []
+    with chromium_page(errors) as page:
+        page.goto(f"{embedded.url}{upscaled['viewer_url']}")
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(tmp_path / "scale-home.png"))
+        home = _scale_bar(page, "output"), _scale_bar(page, "input")
+        home_zoom = page.evaluate(SCREEN_PX_PER_OUTPUT_PX)
+        output_label = page.locator("#output-label").inner_text()
+        bar_label = page.locator(".pane:has(#output) .scale-label").inner_text()
+        page.evaluate("() => window.viewers.output.viewport.zoomBy(5, undefined, true)")
+        page.wait_for_function(
+            "label => document.querySelector('.pane:has(#output) .scale-label')"
+            ".textContent !== label",
+            arg=bar_label,
+            timeout=10_000,
+        )
+        page.wait_for_timeout(500)  # the input pane follows
+        page.screenshot(path=str(tmp_path / "scale-zoomed.png"))
+        print(f"screenshots: {tmp_path}")
+        zoomed = _scale_bar(page, "output"), _scale_bar(page, "input")
+        zoomed_zoom = page.evaluate(SCREEN_PX_PER_OUTPUT_PX)
+    assert not errors, errors
+    assert f"0.25 {MICRO}m/px" in output_label
+    for (um, width_px), zoom in ((home[0], home_zoom), (zoomed[0], zoomed_zoom)):
+        assert width_px == pytest.approx(um / output_um * zoom, rel=0.03), (um, width_px, zoom)
+        assert 40 <= width_px <= 160
+    assert zoomed[0][0] < home[0][0], "zooming in did not shorten the bar's length"
+    assert home[1][0] == home[0][0] and zoomed[1][0] == zoomed[0][0], "the panes disagree"
+
+
+def test_a_job_whose_slide_was_deleted_shows_its_output_alone(
+    embedded: Server, pyramid_tiff: Path, tmp_path: Path
+) -> None:
+    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+        slide = upload(client, pyramid_tiff, "deleted.tif").json()
+        body = {"slide_id": slide["id"], "model": "blur3x3", "region": [256, 256, 768, 512]}
+        job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"])
+        assert job["state"] == "completed", job["error"]
+        assert client.delete(f"/v1/slides/{slide['id']}").status_code == 204
+        after = client.get(f"/v1/jobs/{job['id']}").json()
+        listed = next(j for j in client.get("/v1/jobs").json() if j["id"] == job["id"])
+    assert after["input_dzi_url"] is None and listed["input_dzi_url"] is None
+    errors: list[str] = []
+    requested: list[str] = []
+    with chromium_page(errors) as page:
+        page.on("request", lambda r: requested.append(r.url))
+        page.goto(f"{embedded.url}{job['viewer_url']}")
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(tmp_path / "deleted.png"))
+        print(f"screenshot: {tmp_path / 'deleted.png'}")
+        note = page.locator("#note").inner_text() if page.locator("#note").is_visible() else ""
+        input_hidden = page.locator("#input-pane").is_hidden()
+        output_box = page.locator("#output").bounding_box()
+        scale_label = page.locator(".pane:has(#output) .scale-label").inner_text()
+        home_page = page.goto(f"{embedded.url}/")
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        row = page.locator("#jobs tr", has_text=job["id"][:8]).inner_text()
+    assert not errors, errors
+    assert home_page is not None and home_page.ok
+    assert "slide was deleted" in note and input_hidden
+    assert output_box is not None and output_box["width"] > 1100, "the output is not alone"
+    assert not any(f"/v1/slides/{slide['id']}" in url for url in requested)
+    assert scale_label.endswith(f"{MICRO}m"), "the output keeps its pixel size"
+    assert "(deleted)" in row
+    shot = np.asarray(Image.open(tmp_path / "deleted.png").convert("L"), dtype=float)
+    assert shot[100:600, 200:1000].mean() > 60, "the output pane shows no image"
+
+
+def test_no_scale_bar_where_the_pixel_size_is_unknown(embedded: Server, tmp_path: Path) -> None:
+    path = fixtures.write_pyramid_tiff(  # 72 dpi: an image editor's default, not a pixel size
+        tmp_path / "no-mpp.tif", fixtures.tissue_image(512, 768), mpp=25400 / 72
+    )
+    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+        slide = upload(client, path).json()
+        body = {"slide_id": slide["id"], "model": "blur3x3"}
+        job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"])
+    assert slide["mpp_x"] is None and job["state"] == "completed", job["error"]
+    errors: list[str] = []
+    with chromium_page(errors) as page:
+        page.goto(f"{embedded.url}{job['viewer_url']}")
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        bars = page.locator(".scalebar").count()
+        label = page.locator("#output-label").inner_text()
+    assert not errors, errors
+    assert bars == 0 and label == "output (blur3x3)"
