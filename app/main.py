@@ -17,6 +17,7 @@ from app.routes import docs, health, hooks, jobs, models, sequences, slides, vie
 from workers.celery_app import create_celery
 from workers.errors import (
     Conflict,
+    Gone,
     InvalidInput,
     ModelUnavailable,
     NotFound,
@@ -31,6 +32,7 @@ from workers.store import Store
 STATIC_DIR = Path(__file__).parent / "static"
 STATUS = {
     NotFound: 404,
+    Gone: 410,
     Conflict: 409,
     TooLarge: 413,
     UnsupportedFormat: 415,

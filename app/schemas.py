@@ -215,13 +215,18 @@ class JobPublic(BaseModel):
     input_dzi_url: str | None = Field(
         default=None,
         description="Deep Zoom of the input: the slide, a sequence's registered mosaic, or "
-        "frame 0 of a laser-scan sequence",
+        "frame 0 of a laser-scan sequence; null once that slide or sequence was deleted",
     )
     frames_total: int | None = Field(
         default=None, description="frames on the output's time axis (laser-scan sequences)"
     )
     frames_url: str | None = Field(
         default=None, description="per-frame table (CSV) of a laser-scan job, once done"
+    )
+    output_deleted_at: float | None = Field(
+        default=None,
+        description="when the job's files were deleted (DELETE .../output or the retention); "
+        "its output links are null from then on",
     )
 
 

@@ -19,6 +19,12 @@ class NotFound(RestoreError):
     code = "not_found"
 
 
+class Gone(NotFound):
+    """The file existed but was deleted (a job's output, on request or by retention)."""
+
+    code = "gone"
+
+
 class InvalidInput(RestoreError):
     """The request or the uploaded file is malformed."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from workers.engine.ometiff import write_ome_tiff
-from workers.errors import Conflict
+from workers.errors import Conflict, Gone
 from workers.layout import job_paths
 from workers.settings import Settings
 from workers.store import Store
@@ -16,6 +16,8 @@ def export_ome_tiff(store: Store, settings: Settings, job_id: str) -> None:
     job = store.get_job(job_id)
     if job["state"] != "completed":
         raise Conflict(f"job {job_id} is {job['state']}; it exports once completed")
+    if job["output_deleted_at"] is not None:
+        raise Gone(f"the output of job {job_id} was deleted")
     paths = job_paths(settings, job_id)
     if paths.ome_tiff.exists():
         return

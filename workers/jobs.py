@@ -266,6 +266,7 @@ def finish(
     slide = job_source(store, job)
     paths = job_paths(settings, job_id)
     mpp = _output_mpp(slide["info"], job["params"]["scale"])
+    renew = _throttled(lambda _: store.touch_job(job_id), every_s=10.0)  # the job's lease
     if paths.partial.exists():
         job_results.write_blur_labels(paths, job["params"], slide["info"])
         job_hooks.write_density_labels(paths, job["params"], slide["info"])
@@ -277,6 +278,7 @@ def finish(
             provenance(job, slide),
             job["params"]["chunk_px"],
             job["params"].get("region_levels", 1),
+            progress=lambda: renew(0),
         )
     elif not paths.output.exists():
         raise RuntimeError(f"job {job_id}: neither a partial nor a finished output exists")

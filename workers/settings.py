@@ -39,6 +39,22 @@ class Settings(BaseSettings):
         description="a starting worker requeues unfinished jobs (needed with the filesystem "
         "broker, which cannot redeliver a killed worker's tasks; Redis redelivers by itself)",
     )
+    retention_days: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="delete finished jobs' outputs and uploads older than this; 0 keeps all",
+    )
+    retention_sweep_s: float = Field(
+        default=3600.0, gt=0, description="how often `python -m app` applies the retention"
+    )
+    job_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="a job none of whose tasks progressed for this long is resumed by a worker",
+    )
+    reconcile_interval_s: float = Field(
+        default=15.0, gt=0, description="how often each worker looks for such stalled jobs"
+    )
     ort_threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads; 0=auto")
     ort_providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],

@@ -63,9 +63,11 @@ jobs = sa.Table(
     sa.Column("metrics", sa.JSON, doc="what the job found and did, once finished"),
     sa.Column("hooks", sa.JSON, doc="each hook's state, result and error, once finished"),
     sa.Column("client_metadata", sa.JSON, doc="the client's metadata, carried into events"),
+    sa.Column("active_at", sa.Float, doc="when a task of the job last made progress (its lease)"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+    sa.Column("output_deleted_at", sa.Float, doc="when its files were deleted (or null)"),
 )
 
 job_regions = sa.Table(
@@ -350,7 +352,7 @@ class Store:
         query = (
             jobs.update()
             .where(jobs.c.id == job_id, jobs.c.state.in_(from_states))
-            .values(state=to_state, **fields)
+            .values(state=to_state, active_at=time.time(), **fields)
         )
         with self.engine.begin() as conn:
             return conn.execute(query).rowcount == 1
@@ -372,7 +374,27 @@ class Store:
         """Record a finished region once; False if it was already recorded."""
         values = {"job_id": job_id, "region_index": region_index, "tiles": tiles}
         values.update(tiles_restored=tiles_restored, seconds=seconds, done_at=time.time())
+        self.touch_job(job_id)
         return self._insert_once(job_regions, values)
+
+    def touch_job(self, job_id: str) -> None:
+        """Renew the job's lease: one of its tasks is making progress now."""
+        self.update_job(job_id, active_at=time.time())
+
+    def claim_stale(self, job_id: str, lease_s: float) -> bool:
+        """Atomically take over an active job none of whose tasks progressed for ``lease_s``.
+
+        True for exactly one caller: it renews the lease, so others see the job as fresh.
+        """
+        now = time.time()
+        last = sa.func.coalesce(jobs.c.active_at, jobs.c.started_at, jobs.c.created_at)
+        query = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.state.in_(ACTIVE_STATES), last < now - lease_s)
+            .values(active_at=now)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(query).rowcount == 1
 
     def record_tile_progress(self, job_id: str, region_index: int, tiles_done: int) -> None:
         """How many tiles of a running region are finished (the region row takes over)."""
@@ -380,6 +402,7 @@ class Store:
         where = (job_tile_progress.c.job_id == job_id) & (
             job_tile_progress.c.region_index == region_index
         )
+        self.touch_job(job_id)
         with self.engine.begin() as conn:
             updated = conn.execute(
                 job_tile_progress.update()
@@ -393,6 +416,7 @@ class Store:
     def mark_block_done(self, job_id: str, block_index: int, seconds: float) -> bool:
         """Record a classified block once; False if it was already recorded."""
         values = {"job_id": job_id, "block_index": block_index, "seconds": seconds}
+        self.touch_job(job_id)
         return self._insert_once(job_blocks, {**values, "done_at": time.time()})
 
     def _insert_once(self, table: sa.Table, values: dict[str, Any]) -> bool:
@@ -407,6 +431,7 @@ class Store:
     def mark_hook_region_done(self, job_id: str, region_index: int) -> bool:
         """Record that a region's hooks ran; False when it was already recorded."""
         values = {"job_id": job_id, "region_index": region_index, "done_at": time.time()}
+        self.touch_job(job_id)
         return self._insert_once(job_hook_regions, values)
 
     def done_hook_regions(self, job_id: str) -> set[int]:

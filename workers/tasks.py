@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from typing import Any
 
 from celery import Task
@@ -12,11 +13,14 @@ from celery.signals import worker_process_init, worker_ready
 
 from workers import job_exports, job_hooks, jobs, laser_jobs, sequence_jobs, webhooks
 from workers.celery_app import app
+from workers.engine.read_errors import without_paths
 from workers.settings import get_settings
 from workers.store import Store
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
+WORKER_ALIVE_S = 3 * HEARTBEAT_S
+LATE_STATES = ("finalizing", "completed")
 _store: Store | None = None
 
 
@@ -44,37 +48,76 @@ def _provider() -> str:
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     hostname = getattr(sender, "hostname", None) or socket.gethostname()
     provider = _provider()
+    settings = get_settings()
 
     def beat() -> None:
-        event = threading.Event()
+        event, last_reconcile = threading.Event(), time.monotonic()
         while not event.wait(HEARTBEAT_S):
             try:
                 store().worker_heartbeat(hostname, provider)
+                if time.monotonic() - last_reconcile >= settings.reconcile_interval_s:
+                    last_reconcile = time.monotonic()
+                    if _broker_queue_empty():
+                        resume_unfinished(hostname, at_start=False)
             except Exception:  # the database may be restarting; try again next beat
                 log.exception("worker heartbeat failed")
 
     store().worker_heartbeat(hostname, provider)
     threading.Thread(target=beat, name="heartbeat", daemon=True).start()
-    if get_settings().resume_jobs_on_worker_start:
-        resume_unfinished()
+    if settings.resume_jobs_on_worker_start:
+        resume_unfinished(hostname, at_start=True)
 
 
-def resume_unfinished() -> None:
-    """Requeue the next step of every unfinished job; duplicates are harmless (idempotent)."""
+def _broker_queue_empty() -> bool:
+    """Whether no task waits in the broker (then a stalled job's work was lost, not queued).
+
+    Declaring the queue also restores its binding where the broker lost its data (a Redis
+    restarted empty drops every message sent to an unbound queue).
+    """
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        queue = app.amqp.queues[app.conf.task_default_queue](channel)
+        queue.declare()
+        declared = queue.queue_declare()  # not passive: Redis deletes an empty queue's key
+    return int(declared.message_count) == 0
+
+
+def resume_unfinished(hostname: str, at_start: bool) -> list[str]:
+    """Requeue the next step of unfinished jobs that no live task is working on.
+
+    A worker that starts alone (the embedded worker after a crash) resumes every unfinished
+    job. Otherwise, at start or when reconciling, only jobs none of whose tasks progressed
+    within ``job_lease_s``, each claimed atomically by one worker: starting or restarting a
+    worker beside others never doubles a job they are running.
+    """
+    others = [w for w in store().live_workers(WORKER_ALIVE_S) if w["hostname"] != hostname]
+    resumed = []
     for job_id, state in jobs.unfinished_jobs(store()):
+        everything = at_start and not others
+        if not everything and not store().claim_stale(job_id, get_settings().job_lease_s):
+            continue
         log.info("resuming %s job %s", state, job_id)
+        resumed.append(job_id)
         if state == "finalizing":
             finish_job.delay(job_id, takeover=True)
         else:
             start_job.delay(job_id)
+    return resumed
 
 
 class JobTask(Task):  # type: ignore[misc]
     """Marks the job failed when its task raises."""
 
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        """Record the error in the job."""
-        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        """Record the error in the job, unless the job has moved on without this task.
+
+        A late duplicate of a region, block or hooks task (redelivered, or requeued by a
+        resume) can fail once the finish has moved the output; the job is fine.
+        """
+        message = without_paths(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+        if self.name != finish_job.name and store().job_state(args[0]) in LATE_STATES:
+            log.warning("ignoring %s of job %s, which is past it: %s", self.name, args[0], message)
+            return
         if jobs.fail(store(), get_settings(), args[0], message):
             _emit(args[0], "job.failed")
 

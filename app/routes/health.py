@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
+from app import embedded
 from app.deps import Services, services
 
 router = APIRouter(tags=["health"])
-WORKER_SEEN_WITHIN_S = 30.0
+WORKER_SEEN_WITHIN_S = 15.0  # three heartbeats (workers.tasks.HEARTBEAT_S)
 
 
 def _broker_ok(svc: Services) -> bool:
@@ -22,15 +23,36 @@ def _broker_ok(svc: Services) -> bool:
         return False
 
 
+def _worker_problem(workers: list[dict[str, Any]]) -> str | None:
+    """Why no worker can take jobs now, or None.
+
+    With an embedded worker the supervisor in this process knows at once when it died; a new
+    one counts once its heartbeat is newer than its start. Otherwise only heartbeats tell.
+    """
+    supervisor = embedded.current()
+    if supervisor is not None:
+        state = supervisor.state()
+        if not state.running:
+            return state.reason
+        if not any(w["last_seen"] >= (state.started_at or 0.0) for w in workers):
+            return "the embedded worker is starting"
+    if not workers:
+        return f"no worker has sent a heartbeat in the last {WORKER_SEEN_WITHIN_S:.0f} s"
+    return None
+
+
 @router.get("/health")
 def health(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
-    """200 when the broker answers and a worker has been seen recently, else 503."""
+    """200 when the broker answers and a worker is up, else 503 with the reason."""
     broker = _broker_ok(svc)
     workers = svc.store.live_workers(WORKER_SEEN_WITHIN_S)
+    reason = None if broker else "the broker does not answer"
+    reason = reason or _worker_problem(workers)
     body: dict[str, Any] = {
-        "status": "ok" if broker and workers else "degraded",
+        "status": "degraded" if reason else "ok",
+        "reason": reason,
         "api": True,
         "broker": broker,
         "workers": [{"hostname": w["hostname"], "provider": w["provider"]} for w in workers],
     }
-    return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+    return JSONResponse(body, status_code=503 if reason else 200)

@@ -15,13 +15,13 @@ from app.deps import Services, services
 from app.schemas import HookState, JobCreate, JobPublic, Progress
 from models.manifest import ModelManifest
 from models.registry import get_model
-from workers import hooks, webhooks
+from workers import hooks, retention, webhooks
 from workers.engine.blurmap_image import blur_map_png
 from workers.engine.labels import read_label
 from workers.engine.omezarr import OmeZarrReader
 from workers.engine.readers import SlideReader
 from workers.engine.timelapse import TimeFrameReader
-from workers.errors import Conflict, InvalidInput, ModelUnavailable, NotFound
+from workers.errors import Conflict, Gone, InvalidInput, ModelUnavailable, NotFound
 from workers.job_readers import mosaic_reader
 from workers.layout import job_paths
 from workers.planning import AUTO, CLASSIFIER, plan_params, requested_models
@@ -36,8 +36,8 @@ EXPORT_RETRY_S = 5
 Svc = Annotated[Services, Depends(services)]
 
 
-def job_public(job: dict[str, Any]) -> JobPublic:
-    """The API view of a job record."""
+def job_public(job: dict[str, Any], input_exists: bool = True) -> JobPublic:
+    """The API view of a job record (no input URL once its slide or sequence was deleted)."""
     done, total = job["tiles_done"], job["tiles_total"]
     blocks_done, blocks_total = job["blocks_done"], job["blocks_total"] or 0
     eta = None
@@ -48,7 +48,8 @@ def job_public(job: dict[str, Any]) -> JobPublic:
     base = f"/v1/jobs/{job['id']}"
     params = job["params"]
     frames = _frames_total(params)
-    tiled = completed and frames is None  # a laser-scan job has a per-frame table instead
+    kept = completed and job["output_deleted_at"] is None  # its files are there
+    tiled = kept and frames is None  # a laser-scan job has a per-frame table instead
     return JobPublic(
         id=job["id"],
         slide_id=job["slide_id"],
@@ -74,18 +75,19 @@ def job_public(job: dict[str, Any]) -> JobPublic:
         started_at=job["started_at"],
         finished_at=job["finished_at"],
         metrics=job["metrics"],
-        output_url=f"{base}/output.zarr" if completed else None,
-        dzi_url=f"{base}/output.dzi" if completed else None,
+        output_url=f"{base}/output.zarr" if kept else None,
+        dzi_url=f"{base}/output.dzi" if kept else None,
         tiles_url=f"{base}/tiles.csv" if tiled else None,
         tiles_parquet_url=f"{base}/tiles.parquet" if tiled else None,
-        blur_map_url=f"{base}/blur-map.png" if completed and params.get("classify") else None,
+        blur_map_url=f"{base}/blur-map.png" if kept and params.get("classify") else None,
         report_url=f"{base}/report" if tiled else None,
         viewer_url=f"/?job={job['id']}",
-        hooks=_hook_states(job, base),
+        hooks=_hook_states(job, base if kept else None),
         metadata=job["client_metadata"] or {},
-        input_dzi_url=_input_dzi_url(job, frames),
+        input_dzi_url=_input_dzi_url(job, frames) if input_exists else None,
         frames_total=frames,
-        frames_url=f"{base}/frames.csv" if completed and frames else None,
+        frames_url=f"{base}/frames.csv" if kept and frames else None,
+        output_deleted_at=job["output_deleted_at"],
     )
 
 
@@ -96,6 +98,7 @@ def _input_dzi_url(job: dict[str, Any], frames: int | None) -> str | None:
     if frames is not None:
         return f"/v1/sequences/{job['sequence_id']}/frames/0/image.dzi"
     registered = job["state"] not in ("queued",) and job["regions_total"] > 0
+    registered = registered and job["output_deleted_at"] is None  # positions.json is gone
     return f"/v1/jobs/{job['id']}/input.dzi" if registered else None
 
 
@@ -109,8 +112,11 @@ def _frames_total(params: dict[str, Any]) -> int | None:
     return int(frames) if frames else None
 
 
-def _hook_states(job: dict[str, Any], base: str) -> dict[str, HookState]:
-    """Each requested hook's state: its reduced result once the job has finished."""
+def _hook_states(job: dict[str, Any], base: str | None) -> dict[str, HookState]:
+    """Each requested hook's state: its reduced result once the job has finished.
+
+    ``base`` is the job's URL, or None once its files were deleted (no points to link).
+    """
     finished = job["hooks"] or {}
     states = {}
     for name in job["params"].get("hooks", []):
@@ -121,7 +127,8 @@ def _hook_states(job: dict[str, Any], base: str) -> dict[str, HookState]:
                 state="failed" if error else "pending", result=None, error=error
             )
             continue
-        url = f"{base}/hooks/{name}/centroids.geojson" if entry.get("centroids") else None
+        points = base is not None and entry.get("centroids")
+        url = f"{base}/hooks/{name}/centroids.geojson" if points else None
         states[name] = HookState(
             state=entry["state"], result=entry["result"], error=entry["error"], centroids_url=url
         )
@@ -248,13 +255,26 @@ def _has_classifier(svc: Services, required: bool) -> bool:
 @router.get("", response_model=list[JobPublic])
 def list_jobs(svc: Svc) -> list[JobPublic]:
     """The newest jobs."""
-    return [job_public(j) for j in svc.store.list_jobs()]
+    return [job_public(j, _input_exists(svc, j)) for j in svc.store.list_jobs()]
 
 
 @router.get("/{job_id}", response_model=JobPublic)
 def get_job(job_id: str, svc: Svc) -> JobPublic:
     """State, progress, ETA, timings, errors and output links of a job."""
-    return job_public(svc.store.get_job(job_id))
+    job = svc.store.get_job(job_id)
+    return job_public(job, _input_exists(svc, job))
+
+
+def _input_exists(svc: Services, job: dict[str, Any]) -> bool:
+    """Whether the job's slide or sequence is still there (its output outlives it)."""
+    try:
+        if job["slide_id"] is not None:
+            svc.store.get_slide(job["slide_id"])
+        else:
+            svc.store.get_sequence(job["sequence_id"])
+    except NotFound:
+        return False
+    return True
 
 
 @router.delete("/{job_id}", response_model=JobPublic)
@@ -267,10 +287,19 @@ def cancel_job(job_id: str, svc: Svc) -> JobPublic:
     return job_public(svc.store.get_job(job_id))
 
 
+@router.delete("/{job_id}/output", status_code=204)
+def delete_output(job_id: str, svc: Svc) -> Response:
+    """Delete every file of a finished job (the record stays, with ``output_deleted_at``)."""
+    retention.delete_job_output(svc.store, svc.settings, job_id)
+    return Response(status_code=204)
+
+
 def _completed_output(svc: Services, job_id: str) -> Path:
     job = svc.store.get_job(job_id)
     if job["state"] != "completed":
         raise Conflict(f"job {job_id} is {job['state']}; its output exists once completed")
+    if job["output_deleted_at"] is not None:
+        raise Gone(f"the output of job {job_id} was deleted")
     return job_paths(svc.settings, job_id).output
 
 

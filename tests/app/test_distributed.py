@@ -95,3 +95,73 @@ def test_jobs_survive_an_api_restart(api: Server, distributed_env) -> None:
         after = client.get("/v1/jobs").json()
     assert [j["id"] for j in after] == [j["id"] for j in before]
     assert [j["state"] for j in after] == [j["state"] for j in before]
+
+
+def test_adding_or_restarting_workers_never_fails_or_doubles_a_job(
+    api: Server, distributed_env, pyramid_tiff
+) -> None:
+    """Scale-out: a worker added or restarted mid-job leaves the running job to its owner."""
+    trials = int(os.environ.get("RESTORE_SCALE_OUT_TRIALS", "4"))
+    logs = Path(distributed_env["RESTORE_LOG_DIR"])
+    workers = [start_worker(distributed_env, logs / "first-worker.log", concurrency=2)]
+    reference = openslide_pixels(pyramid_tiff)
+    outcomes = []
+    try:
+        with httpx.Client(base_url=api.url, timeout=60) as client:
+            deadline = time.time() + 60
+            while client.get("/health").status_code != 200:
+                assert time.time() < deadline
+                time.sleep(0.5)
+            slide = upload(client, pyramid_tiff).json()
+            for trial in range(trials):
+                job = start_slow_job(client, slide["id"], model="identity")
+                while client.get(f"/v1/jobs/{job['id']}").json()["progress"]["tiles_done"] < 1:
+                    time.sleep(0.05)
+                if trial % 2 and len(workers) > 1:  # restart the added worker
+                    workers[-1].terminate()
+                    workers[-1].wait(timeout=30)
+                    workers.pop()
+                log = logs / f"added-{trial}.log"
+                workers.append(start_worker(distributed_env, log, concurrency=2))
+                done = wait_for_job(client, job["id"], timeout_s=240)
+                same = done["state"] == "completed" and np.array_equal(
+                    read_output(api, done)[0], reference
+                )
+                outcomes.append((done["state"], same, done["error"]))
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.wait(timeout=30)
+    completed = sum(state == "completed" for state, _, _ in outcomes)
+    identical = sum(same for _, same, _ in outcomes)
+    print(
+        f"workers added or restarted mid-job: {completed}/{trials} completed, {identical} identical"
+    )
+    assert completed == identical == trials, outcomes
+
+
+def test_a_job_whose_tasks_the_broker_lost_is_resumed(
+    api: Server, distributed_env, pyramid_tiff
+) -> None:
+    """Redis loses its data mid-job: a worker's reconciler requeues what the store says is left."""
+    env = {**distributed_env, "RESTORE_JOB_LEASE_S": "5", "RESTORE_RECONCILE_INTERVAL_S": "5"}
+    worker = start_worker(env, Path(distributed_env["RESTORE_LOG_DIR"]) / "lost.log", 1)
+    try:
+        with httpx.Client(base_url=api.url, timeout=60) as client:
+            deadline = time.time() + 60
+            while client.get("/health").status_code != 200:
+                assert time.time() < deadline
+                time.sleep(0.5)
+            slide = upload(client, pyramid_tiff).json()
+            job = start_slow_job(client, slide["id"], model="identity")
+            while client.get(f"/v1/jobs/{job['id']}").json()["progress"]["tiles_done"] < 1:
+                time.sleep(0.05)
+            redis.Redis.from_url(REDIS_URL).flushdb()  # every queued task is gone
+            lost_at = time.time()
+            done = wait_for_job(client, job["id"], timeout_s=180)
+            print(f"broker data lost: the job completed {time.time() - lost_at:.0f} s later")
+            assert done["state"] == "completed", done["error"]
+            assert np.array_equal(read_output(api, done)[0], openslide_pixels(pyramid_tiff))
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)

@@ -7,6 +7,7 @@ Arrays are (c, y, x) uint8 RGB, chunked ``chunk_px`` square; level ``k`` is leve
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,8 +118,13 @@ def downsample_2x(pixels: np.ndarray) -> np.ndarray:
     return half
 
 
-def build_pyramid(path: Path, chunk_px: int, first: int = 1) -> list[tuple[int, int]]:
-    """Fill levels ``first``.. from the level above, one output chunk at a time."""
+def build_pyramid(
+    path: Path, chunk_px: int, first: int = 1, progress: Callable[[], None] = lambda: None
+) -> list[tuple[int, int]]:
+    """Fill levels ``first``.. from the level above, one output chunk at a time.
+
+    ``progress`` is called after every chunk (a finish renews its job's lease with it).
+    """
     base = _level(path, 0)
     sizes = pyramid_sizes(base.shape[2], base.shape[1])
     group = zarr.open_group(str(path), mode="a", zarr_format=2)
@@ -128,6 +134,7 @@ def build_pyramid(path: Path, chunk_px: int, first: int = 1) -> list[tuple[int, 
         for box in chunk_boxes(sizes[level], chunk_px):
             parent = read_box(path, box.scaled(2), level - 1)
             write_box(path, box, downsample_2x(parent)[: box.height, : box.width], level)
+            progress()
     return sizes
 
 

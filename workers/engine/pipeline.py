@@ -380,9 +380,10 @@ def finish_output(
     provenance: dict[str, Any],
     chunk_px: int,
     first_level: int = 1,
+    progress: Callable[[], None] = lambda: None,
 ) -> list[tuple[int, int]]:
     """Build the pyramid levels from ``first_level``, write the metadata, move the store."""
-    sizes = omezarr.build_pyramid(partial, chunk_px, first_level)
+    sizes = omezarr.build_pyramid(partial, chunk_px, first_level, progress)
     omezarr.write_metadata(partial, name, sizes, mpp, provenance)
     if final.exists():
         shutil.rmtree(final)
