@@ -23,7 +23,7 @@ VOLUME ["/data"]
 FROM base AS api
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --retries=5 \
-  CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/health')" || exit 1
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live')" || exit 1
 CMD ["python", "-m", "app", "--host", "0.0.0.0", "--port", "8000", "--no-worker"]
 
 FROM base AS worker

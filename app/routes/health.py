@@ -1,4 +1,4 @@
-"""``GET /health``: the API, the broker and at least one worker."""
+"""``GET /health``: the API, the broker and at least one worker; ``/health/live``: the API."""
 
 from __future__ import annotations
 
@@ -56,3 +56,13 @@ def health(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
         "workers": [{"hostname": w["hostname"], "provider": w["provider"]} for w in workers],
     }
     return JSONResponse(body, status_code=503 if reason else 200)
+
+
+@router.get("/health/live")
+def live(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
+    """200 while this API process serves and reaches its database (no worker needed).
+
+    The API container's health check: compose starts and scales workers apart from it.
+    """
+    svc.store.live_workers(0.0)  # a cheap query: raises while the database is unreachable
+    return JSONResponse({"status": "ok", "api": True})
