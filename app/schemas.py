@@ -33,6 +33,11 @@ class SlidePublic(BaseModel):
     )
     vendor: str
     reader: str
+    channels: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="fluorescence channels: name, colour (RGB hex) and the display window "
+        "[low, high] in the file's values (empty for RGB and grey slides)",
+    )
     created_at: float
     thumbnail_url: str
     dzi_url: str

@@ -16,7 +16,13 @@ import numpy as np
 from workers.engine.degraded import DegradedReader, forward_psf
 from workers.engine.frames import read_frame
 from workers.engine.mosaic import MosaicReader
-from workers.engine.readers import ReaderLimits, SlideReader, open_slide_cached
+from workers.engine.readers import (
+    ChannelView,
+    ReaderLimits,
+    SlideReader,
+    TiffReader,
+    open_slide_cached,
+)
 from workers.layout import job_paths, sequence_paths
 from workers.settings import Settings
 from workers.store import Store
@@ -33,10 +39,17 @@ def job_reader(store: Store, settings: Settings, job: dict[str, Any]) -> SlideRe
     if job["sequence_id"] is not None:
         return mosaic_reader(settings, job)
     reader = reader_for(settings, store.get_slide(job["slide_id"]))
+    if job["params"].get("channels") and isinstance(reader, TiffReader):
+        return ChannelView(reader)  # fluorescence: every channel restored on its own
     spec = job["params"].get("evaluate")
     if not spec:
         return reader
     return DegradedReader(reader, forward_psf(spec), spec["noise_std"], spec["seed"])
+
+
+def display_reader(reader: SlideReader) -> SlideReader:
+    """What people (and the tissue detector) see of a job's reader: RGB, channels coloured."""
+    return reader.source if isinstance(reader, ChannelView) else reader
 
 
 def mosaic_reader(settings: Settings, job: dict[str, Any]) -> SlideReader:

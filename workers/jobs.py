@@ -18,7 +18,7 @@ from workers.engine.classification import BlockFeatures, assemble_features, clas
 from workers.engine.routing import RoutedPlan, RoutingRules, TileDecision, decide_cells, decide_tile
 from workers.engine.tiling import TileGrid
 from workers.engine.tissue import TissueMap
-from workers.job_readers import job_reader, job_source
+from workers.job_readers import display_reader, job_reader, job_source
 from workers.layout import JobPaths, job_paths
 from workers.planning import CLASSIFIER, cells_from_params, grid_from_params
 from workers.settings import Settings
@@ -70,9 +70,10 @@ def start(store: Store, settings: Settings, job_id: str) -> NextStep:
     paths = job_paths(settings, job_id)
     paths.root.mkdir(parents=True, exist_ok=True)
     if params["skip_background"] and not paths.tissue.exists():
-        pipeline.make_tissue_map(reader).save(paths.tissue)
+        pipeline.make_tissue_map(display_reader(reader)).save(paths.tissue)
     out = grid.output_box(grid.area)
-    omezarr.create_store(paths.partial, out.width, out.height, params["chunk_px"])
+    channels = len(params.get("channels") or ()) or 3
+    omezarr.create_store(paths.partial, out.width, out.height, params["chunk_px"], channels)
     blocks = len(cells_from_params(params).blocks) if params["classify"] else job["blocks_total"]
     store.update_job(
         job_id,
@@ -279,6 +280,7 @@ def finish(
             job["params"]["chunk_px"],
             job["params"].get("region_levels", 1),
             progress=lambda: renew(0),
+            channels=job["params"].get("channels"),
         )
     elif not paths.output.exists():
         raise RuntimeError(f"job {job_id}: neither a partial nor a finished output exists")

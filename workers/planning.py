@@ -105,6 +105,41 @@ def plan_params(
     }
 
 
+HARMS_FLUORESCENCE = {"deblur-defocus": "it lowers the quality of fluorescence images"}
+
+
+def fluorescence_channels(
+    info: dict[str, Any], manifests: list[ModelManifest], auto: bool
+) -> list[dict[str, str]] | None:
+    """A multi-channel slide's channels (name, colour), after checking the models suit them.
+
+    Each channel is restored on its own, so only 1-channel models apply; ``auto`` routes to
+    RGB deblurring models and is refused, as is a model known to harm fluorescence.
+    """
+    channels = info.get("channels") or []
+    if not channels:
+        return None
+    names = ", ".join(c["name"] for c in channels)
+    if auto:
+        raise InvalidInput(
+            f"this slide has {len(channels)} fluorescence channels ({names}); 'auto' routes to "
+            "RGB deblurring models: name a 1-channel model such as sr-x2"
+        )
+    for manifest in manifests:
+        if manifest.name in HARMS_FLUORESCENCE:
+            raise InvalidInput(
+                f"{manifest.name} is not run on fluorescence channels ({names}): "
+                f"{HARMS_FLUORESCENCE[manifest.name]}"
+            )
+        if manifest.in_channels != 1:
+            raise InvalidInput(
+                f"{manifest.name} restores RGB images; this slide has {len(channels)} "
+                f"fluorescence channels ({names}), each restored on its own by a 1-channel "
+                "model such as sr-x2"
+            )
+    return [{"name": c["name"], "color": c["color"]} for c in channels]
+
+
 def grid_from_params(params: dict[str, Any]) -> TileGrid:
     """The job's tile grid, identical in every task."""
     return TileGrid(

@@ -95,6 +95,9 @@ def _info_dict(reader: SlideReader) -> dict[str, Any]:
         "mpp_y": info.mpp_y,
         "vendor": info.vendor,
         "reader": info.reader,
+        "channels": [
+            {"name": c.name, "color": c.color, "window": list(c.window)} for c in info.channels
+        ],
         "properties": info.properties,
     }
 

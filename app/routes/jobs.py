@@ -24,7 +24,13 @@ from workers.engine.timelapse import TimeFrameReader
 from workers.errors import Conflict, Gone, InvalidInput, ModelUnavailable, NotFound
 from workers.job_readers import mosaic_reader
 from workers.layout import job_paths
-from workers.planning import AUTO, CLASSIFIER, plan_params, requested_models
+from workers.planning import (
+    AUTO,
+    CLASSIFIER,
+    fluorescence_channels,
+    plan_params,
+    requested_models,
+)
 from workers.report import render as render_report
 from workers.sequence_metadata import LASER
 from workers.sequence_planning import plan_sequence, sequence_models
@@ -172,6 +178,14 @@ def create_job(body: JobCreate, svc: Svc) -> JobPublic:
         min_confidence=body.min_confidence,
     )
     params["hooks"] = _hooks(body.hooks)
+    channels = fluorescence_channels(info, manifests, auto)
+    if channels:
+        extras = [n for n in ("evaluate", "reference_slide_id") if getattr(body, n)]
+        if body.hooks or extras:
+            what = ", ".join(["hooks"] * bool(body.hooks) + extras)
+            raise InvalidInput(f"{what} work on RGB slides, not on fluorescence channels")
+        params["channels"] = channels
+        params["classify"] = False  # the blur classifier reads RGB brightfield or grey
     if body.mpp is not None:
         params["mpp"] = body.mpp
     if body.evaluate is not None:
@@ -341,6 +355,11 @@ def hook_centroids(job_id: str, name: str, svc: Svc) -> FileResponse:
 def ome_tiff(job_id: str, svc: Svc) -> FileResponse | JSONResponse:
     """The output as a pyramidal OME-TIFF; the first request queues its export (202)."""
     _completed_output(svc, job_id)
+    if svc.store.get_job(job_id)["params"].get("channels"):
+        raise Conflict(
+            "the OME-TIFF export writes RGB; this job's fluorescence channels are in its "
+            "OME-Zarr (output.zarr), one array channel each"
+        )
     paths = job_paths(svc.settings, job_id)
     if paths.ome_tiff.is_file():
         return FileResponse(paths.ome_tiff, media_type="image/tiff", filename=f"{job_id}.ome.tiff")

@@ -44,6 +44,7 @@ def slide_public(record: dict[str, Any]) -> SlidePublic:
         mpp_source=info.get("mpp_source", "file" if info["mpp_x"] else None),
         vendor=info["vendor"],
         reader=info["reader"],
+        channels=info.get("channels") or [],
         thumbnail_url=f"/v1/slides/{record['id']}/thumbnail",
         dzi_url=f"/v1/slides/{record['id']}/image.dzi",
     )

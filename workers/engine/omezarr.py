@@ -15,6 +15,7 @@ import numcodecs
 import numpy as np
 import zarr
 
+from workers.engine.channels import Channel, composite, to_uint8, windows
 from workers.engine.geometry import Box
 
 NGFF_VERSION = "0.4"
@@ -35,12 +36,12 @@ def pyramid_sizes(
 
 
 def _create_level(
-    group: zarr.Group, level: int, size: tuple[int, int], chunk_px: int
+    group: zarr.Group, level: int, size: tuple[int, int], chunk_px: int, channels: int = 3
 ) -> zarr.Array[Any]:
     return group.create_array(
         name=str(level),
-        shape=(3, size[1], size[0]),
-        chunks=(3, chunk_px, chunk_px),
+        shape=(channels, size[1], size[0]),
+        chunks=(channels, chunk_px, chunk_px),
         dtype="uint8",
         fill_value=0,
         compressors=numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE),
@@ -49,14 +50,14 @@ def _create_level(
     )
 
 
-def create_store(path: Path, width: int, height: int, chunk_px: int) -> None:
+def create_store(path: Path, width: int, height: int, chunk_px: int, channels: int = 3) -> None:
     """Create the group and its empty level arrays (idempotent: an existing store is kept)."""
     sizes = pyramid_sizes(width, height)
     if (path / str(len(sizes) - 1) / ".zarray").exists():
         return
     group = zarr.open_group(str(path), mode="a", zarr_format=2)
     for level, size in enumerate(sizes):
-        _create_level(group, level, size, chunk_px)
+        _create_level(group, level, size, chunk_px, channels)
 
 
 def owned_levels(region_px: int, chunk_px: int, level_count: int) -> int:
@@ -130,7 +131,7 @@ def build_pyramid(
     group = zarr.open_group(str(path), mode="a", zarr_format=2)
     for level in range(max(first, 1), len(sizes)):
         if not (path / str(level) / ".zarray").exists():  # a store from before 0.1's levels
-            _create_level(group, level, sizes[level], chunk_px)
+            _create_level(group, level, sizes[level], chunk_px, base.shape[0])
         for box in chunk_boxes(sizes[level], chunk_px):
             parent = read_box(path, box.scaled(2), level - 1)
             write_box(path, box, downsample_2x(parent)[: box.height, : box.width], level)
@@ -160,8 +161,13 @@ def write_metadata(
     sizes: list[tuple[int, int]],
     mpp: tuple[float | None, float | None],
     provenance: dict[str, Any],
+    channels: list[dict[str, str]] | None = None,
 ) -> None:
-    """Write NGFF 0.4 ``multiscales`` and ``omero`` attributes plus our provenance."""
+    """Write NGFF 0.4 ``multiscales`` and ``omero`` attributes plus our provenance.
+
+    ``channels`` (name and colour of each fluorescence channel) replaces red, green and
+    blue; their display windows come from the smallest level's percentiles.
+    """
     mpp_x, mpp_y = mpp
     unit = "micrometer" if mpp_x and mpp_y else None
     datasets = []
@@ -193,22 +199,36 @@ def write_metadata(
             "name": name,
             "version": NGFF_VERSION,
             "rdefs": {"model": "color", "defaultZ": 0, "defaultT": 0},
-            "channels": [
-                {
-                    "label": label,
-                    "color": color,
-                    "active": True,
-                    "coefficient": 1.0,
-                    "family": "linear",
-                    "inverted": False,
-                    "window": {"min": 0, "max": 255, "start": 0, "end": 255},
-                }
-                for label, color in zip(CHANNELS, CHANNEL_COLORS, strict=True)
-            ],
+            "channels": _omero_channels(path, len(sizes) - 1, channels),
         },
         "restoration": provenance,
     }
     group.attrs.update(attributes)
+
+
+def _omero_channels(
+    path: Path, smallest: int, channels: list[dict[str, str]] | None
+) -> list[dict[str, Any]]:
+    """``omero.channels``: RGB at full range, or named channels windowed on their data."""
+    if channels is None:
+        named = list(zip(CHANNELS, CHANNEL_COLORS, strict=True))
+        ranges = [(0.0, 255.0)] * 3
+    else:
+        named = [(c["name"], c["color"]) for c in channels]
+        sample = np.moveaxis(np.asarray(_level(path, smallest)[...]), 0, 2)
+        ranges = windows(sample)
+    return [
+        {
+            "label": label,
+            "color": color,
+            "active": True,
+            "coefficient": 1.0,
+            "family": "linear",
+            "inverted": False,
+            "window": {"min": 0, "max": 255, "start": round(low, 2), "end": round(high, 2)},
+        }
+        for (label, color), (low, high) in zip(named, ranges, strict=True)
+    ]
 
 
 class OmeZarrReader:
@@ -224,6 +244,16 @@ class OmeZarrReader:
         has_unit = "unit" in multiscales["axes"][2]
         from workers.engine.readers import SlideInfo
 
+        omero = attributes.get("omero", {}).get("channels", [])
+        labels = tuple(c.get("label") for c in omero)
+        self.channels = (
+            []
+            if labels in ((), CHANNELS)
+            else [
+                Channel(c["label"], c["color"], (c["window"]["start"], c["window"]["end"]))
+                for c in omero
+            ]
+        )
         self.info = SlideInfo(
             width=dims[0][0],
             height=dims[0][1],
@@ -233,10 +263,21 @@ class OmeZarrReader:
             mpp_y=float(scale[1]) if has_unit else None,
             vendor="ome-zarr",
             reader="zarr",
+            channels=tuple(self.channels),
         )
 
     def read_region(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        """RGB pixels of a box of one level (clipped at the level's edge)."""
+        """RGB pixels of a box of one level (clipped at the level's edge; channels in colour)."""
+        pixels = self.read_channels(l0_xy, level, size)
+        if not self.channels:
+            return pixels
+        shown = to_uint8(pixels, self.channels)
+        return composite(shown, [c.color for c in self.channels])
+
+    def read_channels(
+        self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
+        """The stored channels (rows, cols, channels) of a box of one level."""
         factor = 2**level
         x, y = l0_xy[0] // factor, l0_xy[1] // factor
         block = self._arrays[level][:, y : y + size[1], x : x + size[0]]

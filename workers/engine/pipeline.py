@@ -381,10 +381,11 @@ def finish_output(
     chunk_px: int,
     first_level: int = 1,
     progress: Callable[[], None] = lambda: None,
+    channels: list[dict[str, str]] | None = None,
 ) -> list[tuple[int, int]]:
     """Build the pyramid levels from ``first_level``, write the metadata, move the store."""
     sizes = omezarr.build_pyramid(partial, chunk_px, first_level, progress)
-    omezarr.write_metadata(partial, name, sizes, mpp, provenance)
+    omezarr.write_metadata(partial, name, sizes, mpp, provenance, channels)
     if final.exists():
         shutil.rmtree(final)
     partial.rename(final)

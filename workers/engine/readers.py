@@ -17,6 +17,7 @@ import tifffile
 from PIL import Image
 
 from workers.engine import dicom
+from workers.engine.channels import Channel, composite, file_channels, to_uint8, windows
 from workers.engine.read_errors import explain, looks_like_tiff
 from workers.errors import InvalidInput, TooLarge, UnsupportedFormat
 
@@ -37,6 +38,7 @@ class SlideInfo:
     vendor: str
     reader: str
     properties: dict[str, str] = field(default_factory=dict)
+    channels: tuple[Channel, ...] = ()  # fluorescence channels (empty: RGB or grey)
 
     @property
     def level_count(self) -> int:
@@ -139,6 +141,7 @@ class TiffReader:
         if "Y" not in self._axes or "X" not in self._axes:
             raise UnsupportedFormat(f"TIFF series has no Y/X axes (axes {self._axes!r})")
         _refuse_stacks(path, self._tif)
+        self._channel_axis = _channel_axis(series.axes, series.shape)
         levels = series.levels
         dims = [
             (lvl.shape[self._axes.index("X")], lvl.shape[self._axes.index("Y")]) for lvl in levels
@@ -150,17 +153,35 @@ class TiffReader:
             [opened[str(i)] for i in range(len(levels))] if len(levels) > 1 else [opened]
         )
         mpp_x, mpp_y = (plausible_mpp(value) for value in _tiff_mpp(self._tif))
+        self._downsamples = [dims[0][0] / d[0] for d in dims]
         self._max_value = self._estimate_max_value(series.dtype)
+        self.channels = self._fluorescence_channels(series.shape)
         self.info = SlideInfo(
             width=dims[0][0],
             height=dims[0][1],
             level_dimensions=dims,
-            level_downsamples=[dims[0][0] / d[0] for d in dims],
+            level_downsamples=self._downsamples,
             mpp_x=mpp_x,
             mpp_y=mpp_y,
-            vendor="ome-tiff" if self._tif.is_ome else "tiff",
+            vendor="qptiff" if self._tif.is_qpi else "ome-tiff" if self._tif.is_ome else "tiff",
             reader="tifffile",
+            channels=tuple(self.channels),
         )
+
+    def _fluorescence_channels(self, shape: tuple[int, ...]) -> list[Channel]:
+        """The channels of a multi-channel (not RGB) image, windowed from its smallest level."""
+        if self._channel_axis is None:
+            return []
+        count = shape[self._channel_axis]
+        named = file_channels(self._tif, count)
+        smallest = self._levels[-1]
+        if smallest.size > 50_000_000:
+            raise TooLarge("the smallest level of this multi-channel image is too large to window")
+        sample = self._read_native((0, 0), len(self._levels) - 1, smallest.shape[::-1][:2])
+        return [
+            Channel(name, color, window)
+            for (name, color), window in zip(named, windows(sample), strict=True)
+        ]
 
     def _estimate_max_value(self, dtype: np.dtype) -> float | None:
         """Display range of >8-bit images from the smallest level's 99.9th percentile."""
@@ -172,8 +193,21 @@ class TiffReader:
         return float(np.percentile(np.asarray(smallest[...]), 99.9)) or 1.0
 
     def read_region(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        """RGB pixels of a box of the level; Z/T/other axes read at index 0."""
-        downsample = self.info.level_downsamples[level]
+        """RGB pixels of a box of the level (channels in false colour); other axes at 0."""
+        pixels = self._read_native(l0_xy, level, size)
+        if self.channels:
+            return composite(to_uint8(pixels, self.channels), [c.color for c in self.channels])
+        return to_rgb_uint8(pixels, self._max_value)
+
+    def read_channels(
+        self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
+        """Every fluorescence channel (rows, cols, channels), stretched to uint8 by its window."""
+        return to_uint8(self._read_native(l0_xy, level, size), self.channels)
+
+    def _read_native(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """(rows, cols, samples or channels) of a box of the level, in the file's type."""
+        downsample = self._downsamples[level]
         x0, y0 = round(l0_xy[0] / downsample), round(l0_xy[1] / downsample)
         index: list[int | slice] = []
         for axis in self._axes:
@@ -191,11 +225,34 @@ class TiffReader:
             pixels = pixels[..., 0] if kept[-1] == "S" else pixels
             kept.remove("S")
         order = [kept.index("Y"), kept.index("X")] + [i for i, a in enumerate(kept) if a in "SC"]
-        return to_rgb_uint8(np.transpose(pixels, order), self._max_value)
+        pixels = np.transpose(pixels, order)
+        return pixels if pixels.ndim == 3 else pixels[..., None]
 
     def close(self) -> None:
         """Close the file."""
         self._tif.close()
+
+
+def _channel_axis(axes: str, shape: tuple[int, ...]) -> int | None:
+    """The axis of two or more fluorescence channels (not RGB samples), if any."""
+    if "C" not in axes or "S" in axes or shape[axes.index("C")] < 2:
+        return None
+    return axes.index("C")
+
+
+class ChannelView:
+    """A multi-channel slide read channel by channel: what restoration runs on."""
+
+    def __init__(self, source: TiffReader) -> None:
+        self.source = source
+        self.info = source.info
+
+    def read_region(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """Every channel (rows, cols, channels) uint8, windowed."""
+        return self.source.read_channels(l0_xy, level, size)
+
+    def close(self) -> None:
+        """The source stays open (it is shared)."""
 
 
 STACK_AXES = {"T": "time points", "Z": "focal planes", "I": "images", "Q": "images"}

@@ -20,13 +20,16 @@ def best_level(reader: SlideReader, downsample: float) -> int:
 
 
 def resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """RGB uint8 resized to (width, height) with area-aware resampling."""
+    """(rows, cols, channels) uint8 resized to (width, height) with area-aware resampling."""
     if pixels.shape[1] == size[0] and pixels.shape[0] == size[1]:
         return pixels
-    image = Image.fromarray(pixels).resize(
-        size, Image.Resampling.BOX if (size[0] < pixels.shape[1]) else Image.Resampling.BICUBIC
-    )
-    return np.asarray(image)
+    method = Image.Resampling.BOX if (size[0] < pixels.shape[1]) else Image.Resampling.BICUBIC
+    if pixels.ndim == 3 and pixels.shape[2] != 3:  # fluorescence channels: one by one
+        planes = [
+            np.asarray(Image.fromarray(p).resize(size, method)) for p in np.moveaxis(pixels, 2, 0)
+        ]
+        return np.stack(planes, axis=2)
+    return np.asarray(Image.fromarray(pixels).resize(size, method))
 
 
 def read_thumbnail(reader: SlideReader, max_px: int) -> tuple[np.ndarray, float]:
