@@ -13,7 +13,18 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.deps import Services
-from app.routes import docs, health, hooks, jobs, models, sequences, slides, viewer, webhooks
+from app.routes import (
+    docs,
+    health,
+    hooks,
+    job_outputs,
+    jobs,
+    models,
+    sequences,
+    slides,
+    viewer,
+    webhooks,
+)
 from workers.celery_app import create_celery
 from workers.errors import (
     Conflict,
@@ -111,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         slides.router,
         sequences.router,
         jobs.router,
+        job_outputs.router,
         models.router,
         hooks.router,
         webhooks.router,
