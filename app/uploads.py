@@ -12,7 +12,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from workers.errors import InvalidInput, TooLarge
+from workers.errors import InvalidInput, RestoreError, TooLarge
 
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 65536
@@ -34,6 +34,28 @@ def safe_filename(name: str) -> str:
     base = re.split(r"[\\/]", name)[-1]
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "slide"
     return cleaned[:200]
+
+
+def stored_name(filename: str) -> str:
+    """The name an upload is kept under: ``upload`` and the client's extension.
+
+    Never the client's name (often an accession number or a patient's name); readers that
+    tell formats by extension (NDPI, MRXS, VMS) still can.
+    """
+    lower = filename.lower()
+    for double in (".ome.tiff", ".ome.tif"):
+        if lower.endswith(double):
+            return f"upload{double}"
+    suffix = Path(lower).suffix
+    return f"upload{suffix}" if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else "upload"
+
+
+def in_client_terms(error: RestoreError, upload: StoredUpload | None) -> RestoreError:
+    """``error`` naming the upload as the client named it, not as it is stored."""
+    if upload is not None:
+        error.message = error.message.replace(upload.path.name, upload.filename)
+        error.args = (error.message,)
+    return error
 
 
 class _FileSink:
@@ -77,7 +99,7 @@ class _FileSink:
         filename = options.get(b"filename")
         if name == FILE_FIELD and filename is not None and self.path is None:
             self.filename = safe_filename(filename.decode("utf-8", "replace"))
-            self.path = self.directory / self.filename
+            self.path = self.directory / stored_name(self.filename)
             self._handle = self.path.open("wb")
         elif filename is None and name:
             self._text = self.fields.setdefault(name, bytearray())

@@ -274,7 +274,7 @@ def finish(
         pipeline.finish_output(
             paths.partial,
             paths.output,
-            f"{slide['filename']} ({model_label(job)})",
+            f"{output_source(job)} ({model_label(job)})",
             mpp,
             provenance(job, slide),
             job["params"]["chunk_px"],
@@ -317,6 +317,13 @@ def claim_finish(
     return True
 
 
+def output_source(job: dict[str, Any]) -> str:
+    """How outputs name their input: by id, never by the client's file name (PHI)."""
+    if job["sequence_id"] is not None:
+        return f"sequence {job['sequence_id']}"
+    return f"slide {job['slide_id']}"
+
+
 def model_label(job: dict[str, Any]) -> str:
     """How outputs name what ran: ``auto`` or the chain."""
     return " + ".join(job["params"]["models"]) if not job["params"]["auto"] else "auto"
@@ -340,7 +347,8 @@ def provenance(job: dict[str, Any], slide: dict[str, Any]) -> dict[str, Any]:
         "model_sha256": job["model_sha256"],
         "provider": job["provider"],
         "source": {
-            "filename": slide["filename"],
+            "slide_id": job["slide_id"],
+            "sequence_id": job["sequence_id"],
             "sha256": slide["sha256"],
             "area": job["params"]["area"],
         },

@@ -160,7 +160,7 @@ def finish(
     if paths.partial.exists():
         timelapse.write_time_metadata(
             paths.partial,
-            f"{sequence['filename']} ({jobs.model_label(job)})",
+            f"{jobs.output_source(job)} ({jobs.model_label(job)})",
             part["pixel_size_um"] / params["scale"],
             part["frame_interval_s"],
             ["signal"],

@@ -13,11 +13,11 @@ from pydantic import ValidationError
 from app import deepzoom
 from app.deps import Services, services
 from app.schemas import SequencePublic
-from app.uploads import receive_upload
+from app.uploads import StoredUpload, in_client_terms, receive_upload
 from workers import sandbox
 from workers.engine.frames import read_frame
 from workers.engine.readers import ArrayReader, to_rgb_uint8
-from workers.errors import InvalidInput, NotFound
+from workers.errors import InvalidInput, NotFound, RestoreError
 from workers.layout import sequence_paths
 from workers.sequence_metadata import SequenceMetadata, check_frames
 from workers.store import new_id
@@ -80,6 +80,7 @@ async def upload_sequence(request: Request, svc: Svc) -> SequencePublic:
     sequence_id = new_id()
     paths = sequence_paths(svc.settings, sequence_id)
     paths.upload_dir.mkdir(parents=True)
+    upload: StoredUpload | None = None
     try:
         upload = await receive_upload(request, paths.upload_dir, svc.settings.max_upload_bytes)
         metadata = parse_metadata(upload.fields.get(METADATA_FIELD))
@@ -93,6 +94,9 @@ async def upload_sequence(request: Request, svc: Svc) -> SequencePublic:
             timeout_s=svc.settings.sequence_decode_timeout_s,
         )
         check_frames(metadata, info["count"], (info["width"], info["height"]))
+    except RestoreError as error:
+        shutil.rmtree(paths.root, ignore_errors=True)
+        raise in_client_terms(error, upload) from None
     except BaseException:
         shutil.rmtree(paths.root, ignore_errors=True)
         raise

@@ -12,10 +12,10 @@ from fastapi.responses import FileResponse, Response
 
 from app.deps import Services, services
 from app.schemas import SlidePublic
-from app.uploads import receive_upload
+from app.uploads import StoredUpload, in_client_terms, receive_upload
 from workers import sandbox
 from workers.engine.dzi import DeepZoom
-from workers.errors import InvalidInput, TooLarge
+from workers.errors import InvalidInput, RestoreError, TooLarge
 from workers.layout import slide_paths
 from workers.store import new_id
 
@@ -72,6 +72,7 @@ async def upload_slide(request: Request, svc: Svc) -> SlidePublic:
     slide_id = new_id()
     paths = slide_paths(svc.settings, slide_id)
     paths.upload_dir.mkdir(parents=True)
+    upload: StoredUpload | None = None
     try:
         upload = await receive_upload(request, paths.upload_dir, svc.settings.max_upload_bytes)
         inspected = await run_in_threadpool(
@@ -83,6 +84,9 @@ async def upload_slide(request: Request, svc: Svc) -> SlidePublic:
             svc.settings.max_upload_bytes,
         )
         info = _with_mpp(inspected["info"], upload.fields.get(MPP_FIELD))
+    except RestoreError as error:
+        shutil.rmtree(paths.root, ignore_errors=True)
+        raise in_client_terms(error, upload) from None
     except BaseException:
         shutil.rmtree(paths.root, ignore_errors=True)
         raise

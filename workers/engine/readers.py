@@ -22,6 +22,20 @@ from workers.engine.read_errors import explain, looks_like_tiff
 from workers.errors import InvalidInput, TooLarge, UnsupportedFormat
 
 TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".tf8"}
+# what the pipeline needs of a vendor's description; the rest (openslide.comment holds the
+# whole ImageDescription: scanner user, original file name, date) may identify a patient
+KEPT_PROPERTIES = {
+    "openslide.vendor",
+    "openslide.mpp-x",
+    "openslide.mpp-y",
+    "openslide.objective-power",
+    "openslide.level-count",
+    "openslide.bounds-x",
+    "openslide.bounds-y",
+    "openslide.bounds-width",
+    "openslide.bounds-height",
+    "openslide.background-color",
+}
 MIN_MPP, MAX_MPP = 0.01, 20.0  # plausible microns per pixel of a microscope image
 
 
@@ -114,7 +128,7 @@ class OpenSlideReader:
             mpp_y=plausible_mpp(_float_or_none(props.get("openslide.mpp-y"))),
             vendor=props.get("openslide.vendor", "unknown"),
             reader="openslide",
-            properties={k: v for k, v in props.items() if k.startswith("openslide.")},
+            properties={k: v for k, v in props.items() if k in KEPT_PROPERTIES},
         )
 
     def read_region(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
