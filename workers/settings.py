@@ -98,7 +98,12 @@ class Settings(BaseSettings):
         le=1.0,
         description="share of tissue blurred above which a job recommends a rescan",
     )
-    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="web origins (other than the server's own) allowed to call the API and read "
+        'outputs, e.g. ["https://viewer.hospital.lan"]; none by default, never a wildcard '
+        "unless set",
+    )
     public_url: str | None = Field(
         default=None, description="this server's base URL, for absolute links in webhook events"
     )

@@ -17,6 +17,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory, test_models: Path) -> Ite
         "RESTORE_DATA_DIR": str(data / "var"),
         "RESTORE_MODELS_DIRS": f'["{test_models}"]',
         "RESTORE_REGION_PX": "512",
+        "RESTORE_CORS_ORIGINS": '["http://viewer.lan"]',
     }
     server = Server(env, data / "server.log").start()
     yield server

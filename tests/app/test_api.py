@@ -153,7 +153,14 @@ def test_identity_job_output_equals_input_exactly(
     assert attrs["restoration"]["provider"] == "CPUExecutionProvider"
     assert attrs["restoration"]["model_sha256"] == job["model_sha256"]
     cors = client.get(job["output_url"] + "/.zattrs", headers={"Origin": "http://viewer.lan"})
-    assert cors.headers["access-control-allow-origin"] == "*"
+    assert cors.headers["access-control-allow-origin"] == "http://viewer.lan"  # configured
+    foreign = client.get(job["output_url"] + "/.zattrs", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in foreign.headers  # no wildcard by default
+    preflight = client.options(
+        f"/v1/jobs/{job['id']}",
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "DELETE"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
 
 
 def test_output_as_pyramidal_ome_tiff_opens_in_tifffile_and_openslide(
