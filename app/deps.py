@@ -22,9 +22,14 @@ class Services:
     sandbox: Sandbox
 
     @property
-    def reader_limits(self) -> tuple[int, int]:
-        """(max slide pixels, max plain image pixels) for the sandbox."""
-        return self.settings.max_slide_pixels, self.settings.max_plain_image_pixels
+    def reader_limits(self) -> tuple[int, int, float]:
+        """(max slide pixels, max plain image pixels, max pixels per byte) for the sandbox."""
+        settings = self.settings
+        return (
+            settings.max_slide_pixels,
+            settings.max_plain_image_pixels,
+            settings.max_pixels_per_byte,
+        )
 
 
 def services(request: Request) -> Services:

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from workers.engine.read_errors import without_paths
+
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 POLL_S = 0.5
@@ -132,7 +134,7 @@ class Supervisor:
             child = self._start()
         except Exception as error:  # e.g. out of memory or processes: retry after a back-off
             log.exception("the embedded worker could not start")
-            return f"the embedded worker could not start ({error}); restarting"
+            return f"the embedded worker could not start ({without_paths(str(error))}); restarting"
         log.info("embedded worker started (pid %d)", child.pid)
         self._set(WorkerState(running=True, started_at=started_at, restarts=restarts))
         while not self._stop.wait(POLL_S):

@@ -6,12 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from app import errors, openapi
 from app.deps import Services
 from app.routes import (
     docs,
@@ -26,60 +25,11 @@ from app.routes import (
     webhooks,
 )
 from workers.celery_app import create_celery
-from workers.errors import (
-    Conflict,
-    Gone,
-    InvalidInput,
-    ModelUnavailable,
-    NotFound,
-    RestoreError,
-    TooLarge,
-    UnsupportedFormat,
-)
 from workers.sandbox import Sandbox
 from workers.settings import Settings, get_settings
 from workers.store import Store
 
 STATIC_DIR = Path(__file__).parent / "static"
-STATUS = {
-    NotFound: 404,
-    Gone: 410,
-    Conflict: 409,
-    TooLarge: 413,
-    UnsupportedFormat: 415,
-    InvalidInput: 422,
-    ModelUnavailable: 422,
-}
-
-
-def status_for(error: RestoreError) -> int:
-    """HTTP status of a domain error, looked up along its class hierarchy."""
-    for cls in type(error).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 400
-
-
-async def _domain_error(_request: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, RestoreError)
-    return JSONResponse(
-        {"code": error.code, "message": error.message}, status_code=status_for(error)
-    )
-
-
-async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
-    """A request that does not match its schema: 422 naming each field and what is wrong."""
-    assert isinstance(error, RequestValidationError)
-    problems = [
-        f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: "
-        + ("unknown field" if e["type"] == "extra_forbidden" else e["msg"])
-        for e in error.errors()
-    ]
-    detail = [{k: v for k, v in e.items() if k != "ctx"} for e in error.errors()]
-    return JSONResponse(
-        {"code": "invalid_request", "message": "; ".join(problems), "detail": detail},
-        status_code=422,
-    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -107,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served by app.routes.docs with local assets (no CDN)
         redoc_url=None,  # ReDoc loads from a CDN; Swagger UI at /docs covers it
     )
+    errors.install(app)  # before CORS, so that CORS wraps its answers too
+    openapi.install(app)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -114,8 +66,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["Content-Length", "Content-Range"],
     )
-    app.add_exception_handler(RestoreError, _domain_error)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
     for router in (
         docs.router,
         health.router,

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from workers.webhooks import WebhookEvent
 
 MAX_METADATA_BYTES = 16384
+Id = Annotated[str, StringConstraints(max_length=64, pattern=r"^[0-9A-Za-z_-]+$")]  # ids are hex
 
 
 class SlidePublic(BaseModel):
@@ -91,8 +99,8 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    slide_id: str | None = Field(default=None, description="the slide to restore")
-    sequence_id: str | None = Field(
+    slide_id: Id | None = Field(default=None, description="the slide to restore")
+    sequence_id: Id | None = Field(
         default=None, description="or the frame sequence to restore (POST /v1/sequences)"
     )
     model: str | list[str] = Field(
@@ -106,7 +114,7 @@ class JobCreate(BaseModel):
         description="degrade this (sharp) slide with the forward model, restore it, and "
         "report PSNR/SSIM/PCC against the original next to classical baselines",
     )
-    reference_slide_id: str | None = Field(
+    reference_slide_id: Id | None = Field(
         default=None,
         description="a rescan of the same tissue (slow or in focus): PSNR, SSIM and PCC of "
         "input and output against it, after registering the two",
@@ -296,5 +304,15 @@ class ModelPublic(BaseModel):
 class ErrorBody(BaseModel):
     """Every error response."""
 
-    code: str
+    code: str = Field(description="not_found, invalid_input, invalid_request, conflict...")
+    message: str = Field(description="what is wrong, in words for the user")
+    detail: list[dict[str, Any]] | None = Field(
+        default=None, description="invalid_request only: each field's problem"
+    )
+
+
+class ExportPending(BaseModel):
+    """An export that is being written: retry after ``Retry-After`` seconds."""
+
+    state: Literal["exporting"]
     message: str

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -59,9 +62,9 @@ def in_client_terms(error: RestoreError, upload: StoredUpload | None) -> Restore
 
 
 class _FileSink:
-    """Multipart callbacks that write the ``file`` field to a folder."""
+    """Multipart callbacks that write the ``file`` field to a folder (None: hash it only)."""
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(self, directory: Path | None, max_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.digest = hashlib.sha256()
@@ -99,8 +102,8 @@ class _FileSink:
         filename = options.get(b"filename")
         if name == FILE_FIELD and filename is not None and self.path is None:
             self.filename = safe_filename(filename.decode("utf-8", "replace"))
-            self.path = self.directory / stored_name(self.filename)
-            self._handle = self.path.open("wb")
+            self.path = (self.directory or Path()) / stored_name(self.filename)
+            self._handle = (self.path if self.directory else Path(os.devnull)).open("wb")
         elif filename is None and name:
             self._text = self.fields.setdefault(name, bytearray())
 
@@ -128,8 +131,11 @@ class _FileSink:
         self._part_end()
 
 
-async def receive_upload(request: Request, directory: Path, max_bytes: int) -> StoredUpload:
-    """Write the multipart field ``file`` of a request into ``directory``."""
+async def receive_upload(request: Request, directory: Path | None, max_bytes: int) -> StoredUpload:
+    """Write the multipart field ``file`` of a request into ``directory``.
+
+    With ``directory`` None nothing is kept: the form is read only to be hashed.
+    """
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
@@ -143,6 +149,8 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int) -> S
         async for chunk in request.stream():
             await run_in_threadpool(parser.write, chunk)
         parser.finalize()
+    except ParseError:
+        raise InvalidInput("the body is not a well-formed multipart/form-data form") from None
     finally:
         sink.close()
     if sink.path is None:
@@ -151,3 +159,9 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int) -> S
         raise InvalidInput("the uploaded file is empty")
     fields = {name: bytes(value).decode("utf-8", "replace") for name, value in sink.fields.items()}
     return StoredUpload(sink.path, sink.filename, sink.digest.hexdigest(), sink.size, fields)
+
+
+def form_sha256(upload: StoredUpload) -> str:
+    """One hash of a whole form: the file's content and name, and every other field."""
+    form = [upload.sha256, upload.filename, upload.fields]
+    return hashlib.sha256(json.dumps(form, sort_keys=True).encode()).hexdigest()

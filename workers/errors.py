@@ -53,3 +53,9 @@ class ModelUnavailable(RestoreError):
     """The model is not installed or its file does not match its manifest."""
 
     code = "model_unavailable"
+
+
+class GaveUp(RestoreError):
+    """A task kept stopping its worker (a crash, or memory) on the same piece of a job."""
+
+    code = "gave_up"

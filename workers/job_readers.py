@@ -16,13 +16,8 @@ import numpy as np
 from workers.engine.degraded import DegradedReader, forward_psf
 from workers.engine.frames import read_frame
 from workers.engine.mosaic import MosaicReader
-from workers.engine.readers import (
-    ChannelView,
-    ReaderLimits,
-    SlideReader,
-    TiffReader,
-    open_slide_cached,
-)
+from workers.engine.reader_cache import open_slide_cached
+from workers.engine.readers import ChannelView, ReaderLimits, SlideReader, TiffReader
 from workers.layout import job_paths, sequence_paths
 from workers.settings import Settings
 from workers.store import Store
@@ -30,7 +25,9 @@ from workers.store import Store
 
 def reader_for(settings: Settings, slide: dict[str, Any]) -> SlideReader:
     """The slide's reader, kept open per worker process."""
-    limits = ReaderLimits(settings.max_slide_pixels, settings.max_plain_image_pixels)
+    limits = ReaderLimits(
+        settings.max_slide_pixels, settings.max_plain_image_pixels, settings.max_pixels_per_byte
+    )
     return open_slide_cached(slide["path"], limits)
 
 

@@ -18,6 +18,7 @@ from workers.engine.classification import BlockFeatures, assemble_features, clas
 from workers.engine.routing import RoutedPlan, RoutingRules, TileDecision, decide_cells, decide_tile
 from workers.engine.tiling import TileGrid
 from workers.engine.tissue import TissueMap
+from workers.errors import GaveUp
 from workers.job_readers import display_reader, job_reader, job_source
 from workers.layout import JobPaths, job_paths
 from workers.planning import CLASSIFIER, cells_from_params, grid_from_params
@@ -92,6 +93,20 @@ def start(store: Store, settings: Settings, job_id: str) -> NextStep:
     return NextStep("restore", _regions_todo(store, job_id, len(grid.regions)), claimed)
 
 
+def begin_attempt(store: Store, settings: Settings, job_id: str, task: str, item: int) -> None:
+    """Count a task's start on ``item``; give up once it has stopped its worker too often.
+
+    A task that finishes, even with an error, is not retried by the broker; one that is
+    redelivered again and again was killed with its worker each time (a crash, memory).
+    """
+    attempts = store.count_attempt(job_id, task, item)
+    if attempts > settings.max_task_attempts:
+        raise GaveUp(
+            f"{task} {item} stopped its worker {attempts - 1} times (a crash or running out "
+            "of memory); the job gives up rather than retry forever"
+        )
+
+
 def _regions_todo(store: Store, job_id: str, total: int) -> list[int]:
     done = store.done_regions(job_id)
     return [i for i in range(total) if i not in done]
@@ -105,6 +120,7 @@ def run_block(store: Store, settings: Settings, job_id: str, block_index: int) -
     params = job["params"]
     cells = cells_from_params(params)
     if block_index not in store.done_blocks(job_id):
+        begin_attempt(store, settings, job_id, "block", block_index)
         started = time.perf_counter()
         paths = job_paths(settings, job_id)
         tissue = TissueMap.load(paths.tissue) if paths.tissue.exists() else None
@@ -151,6 +167,7 @@ def run_region(store: Store, settings: Settings, job_id: str, region_index: int)
     params = job["params"]
     grid = grid_from_params(params)
     if region_index not in store.done_regions(job_id):
+        begin_attempt(store, settings, job_id, "region", region_index)
         paths = job_paths(settings, job_id)
         blur_map = BlurMap.load(paths.blur_map) if params["classify"] else None
         decisions = _decisions(blur_map, params, grid, region_index)

@@ -91,6 +91,7 @@ def run_batch(store: Store, settings: Settings, job_id: str, batch: int) -> bool
         return False
     params, part = job["params"], job["params"]["sequence"]
     if batch not in store.done_regions(job_id):
+        jobs.begin_attempt(store, settings, job_id, "frames", batch)
         started = time.perf_counter()
         paths = job_paths(settings, job_id)
         shift = json.loads(paths.line_shift.read_text())["line_shift_px"]

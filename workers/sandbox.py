@@ -1,51 +1,55 @@
 """Open untrusted slide files only in child processes with an address-space limit.
 
-A file that crashes or exhausts a child breaks only that child: the pool is rebuilt and
-the request gets a 4xx. The API uses this for inspection, thumbnails and input DZI tiles.
+A file that crashes, exhausts or outlasts a child breaks only that child: the child is
+killed and replaced, its request gets a 4xx, and calls running in the other children go
+on. The API uses this for inspection, thumbnails and input DZI tiles.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import multiprocessing
-import resource
+import multiprocessing.connection
+import pickle
+import queue
 import threading
-import zipfile
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from workers.engine import dzi
-from workers.engine.archives import unpack_slide_zip
+from workers.engine.archives import MAX_RATIO, is_zip_upload, unpack_slide_zip
 from workers.engine.frames import FrameLimits, ingest_frames, read_frame
 from workers.engine.read_errors import check_complete, explain, without_paths
-from workers.engine.readers import ReaderLimits, SlideReader, open_slide, open_slide_cached
+from workers.engine.reader_cache import open_slide_cached
+from workers.engine.readers import ReaderLimits, SlideReader, open_slide
 from workers.engine.thumbnails import read_thumbnail
 from workers.errors import InvalidInput, RestoreError, TooLarge
 from workers.layout import SequencePaths, SlidePaths
+from workers.memory_limit import limit_address_space
 
 THUMBNAIL_PX = 1024
-
-
-def _limit_memory(memory_mb: int) -> None:
-    limit = memory_mb * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+Limits = tuple[int, int] | tuple[int, int, float]  # ReaderLimits' fields, in order
 
 
 def inspect_upload(
-    upload: str, slide_dir: str, limits: tuple[int, int], max_unpacked_bytes: int
+    upload: str,
+    slide_dir: str,
+    limits: Limits,
+    max_unpacked_bytes: int,
+    max_zip_ratio: float = MAX_RATIO,
 ) -> dict[str, Any]:
     """Open an uploaded file, check it reads end to end, and write its thumbnail.
 
     Returns the slide's path (for a zip, the MRXS file or a DICOM series' largest instance)
-    and its description.
+    and its description. A file is a zip only if it starts as one (a TIFF with a zip
+    appended is a TIFF).
     """
     path = Path(upload)
     paths = SlidePaths(Path(slide_dir))
-    if zipfile.is_zipfile(path):
-        path = unpack_slide_zip(path, paths.unpacked, max_bytes=max_unpacked_bytes)
+    if is_zip_upload(path):
+        path = unpack_slide_zip(path, paths.unpacked, max_unpacked_bytes, max_zip_ratio)
     check_complete(path)
     reader = open_slide(path, ReaderLimits(*limits))
     try:
@@ -102,69 +106,146 @@ def _info_dict(reader: SlideReader) -> dict[str, Any]:
     }
 
 
-def render_input_tile(path: str, limits: tuple[int, int], level: int, col: int, row: int) -> bytes:
+def render_input_tile(path: str, limits: Limits, level: int, col: int, row: int) -> bytes:
     """JPEG bytes of one DZI tile of an input slide."""
     reader = open_slide_cached(path, ReaderLimits(*limits))
     zoom = dzi.DeepZoom(reader.info.width, reader.info.height)
     return dzi.encode(dzi.render_tile(reader, zoom, level, col, row))
 
 
-def render_thumbnail(path: str, limits: tuple[int, int], max_px: int) -> bytes:
+def render_thumbnail(path: str, limits: Limits, max_px: int) -> bytes:
     """PNG bytes of a thumbnail of an input slide."""
     reader = open_slide_cached(path, ReaderLimits(*limits))
     thumbnail, _ = read_thumbnail(reader, max_px)
     return dzi.encode(thumbnail, "png")
 
 
+class _TimedOut(Exception):
+    """The call outlasted its time limit."""
+
+
+class _Crashed(Exception):
+    """The child died during the call."""
+
+
+class _Child:
+    """One spawned, memory-limited process that runs calls one at a time."""
+
+    def __init__(self, memory_mb: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_end = context.Pipe()
+        self.process = context.Process(
+            target=_serve, args=(child_end, memory_mb), name="sandbox", daemon=True
+        )
+        self.process.start()
+        child_end.close()
+
+    def call(self, function: Any, args: tuple[Any, ...], timeout_s: float) -> Any:
+        """The call's result; raises what it raised, _TimedOut or _Crashed."""
+        try:
+            self._conn.send((function, args))
+        except (BrokenPipeError, ConnectionError) as exc:
+            raise _Crashed from exc
+        ready = multiprocessing.connection.wait([self._conn, self.process.sentinel], timeout_s)
+        if not ready:
+            raise _TimedOut
+        try:
+            succeeded, value = self._conn.recv()
+        except (EOFError, ConnectionError) as exc:
+            raise _Crashed from exc
+        if not succeeded:
+            raise value
+        return value
+
+    def kill(self) -> None:
+        """Stop the child at once, whatever it is doing."""
+        self.process.kill()
+        self.process.join(timeout=10)
+        self._conn.close()
+
+
+def _serve(conn: multiprocessing.connection.Connection, memory_mb: int) -> None:
+    """A child's loop: run each call received, send back its result or its exception."""
+    limit_address_space(memory_mb)
+    while True:
+        try:
+            function, args = conn.recv()
+        except EOFError:
+            return  # the parent has gone
+        try:
+            reply = (True, function(*args))
+        except BaseException as exc:  # raised again in the parent
+            reply = (False, _portable(exc))
+        try:
+            conn.send(reply)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            conn.send((False, RuntimeError(f"unreadable result: {exc}")))
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself where it survives pickling, else its message."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(str(exc))
+    return exc
+
+
 class Sandbox:
-    """A small pool of memory-limited child processes that open untrusted files."""
+    """A few memory-limited child processes that open untrusted files.
+
+    Each call runs in a child of its own until it returns; a call that times out, crashes
+    its child or runs out of memory has that child killed and replaced, and no other.
+    """
 
     def __init__(self, memory_mb: int, timeout_s: float, workers: int = 2) -> None:
         self.memory_mb = memory_mb
         self.timeout_s = timeout_s
         self.workers = workers
         self._lock = threading.Lock()
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-
-    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=self.workers,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_limit_memory,
-                    initargs=(self.memory_mb,),
-                )
-            return self._pool
+        self._live: set[_Child] = set()
+        self._idle: queue.SimpleQueue[_Child | None] = queue.SimpleQueue()
+        for _ in range(workers):
+            self._idle.put(None)  # started on first use
 
     def run(self, function: Any, *args: Any, timeout_s: float | None = None) -> Any:
         """Call ``function(*args)`` in a child; a crash or time-out becomes InvalidInput."""
-        pool = self._executor()
         timeout_s = timeout_s or self.timeout_s
+        child = self._idle.get()  # waits while every child is busy
         try:
-            return pool.submit(function, *args).result(timeout=timeout_s)
+            if child is None or not child.process.is_alive():
+                child = self._replace(child)
+            return child.call(function, args, timeout_s)
         except RestoreError:
             raise
         except MemoryError as exc:
+            child = self._replace(child)
             raise TooLarge("reading this file needs more memory than readers may use") from exc
-        except concurrent.futures.process.BrokenProcessPool as exc:
-            self._reset()
+        except _Crashed as exc:
+            child = self._replace(child)
             raise InvalidInput("the file crashed the reader process") from exc
-        except concurrent.futures.TimeoutError as exc:
-            self._reset()
+        except _TimedOut as exc:
+            child = self._replace(child)
             raise InvalidInput(f"reading the file took longer than {timeout_s} s") from exc
         except Exception as exc:
             raise InvalidInput(f"cannot read the file: {without_paths(str(exc))}") from exc
+        finally:
+            self._idle.put(child)
 
-    def _reset(self) -> None:
+    def _replace(self, child: _Child | None) -> _Child:
+        """Kill ``child`` (if any) and start a fresh one in its place."""
+        if child is not None:
+            child.kill()
+        fresh = _Child(self.memory_mb)
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            processes = list((getattr(pool, "_processes", None) or {}).values())
-            for process in processes:
-                process.kill()
-            pool.shutdown(wait=True, cancel_futures=True)
+            if child is not None:
+                self._live.discard(child)
+            self._live.add(fresh)
+        return fresh
 
     def close(self) -> None:
-        """Stop the children."""
-        self._reset()
+        """Stop the children (a later call starts new ones)."""
+        with self._lock:
+            children, self._live = self._live, set()
+        for child in children:
+            child.kill()

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from models.registry import get_model
+from workers import jobs
 from workers.engine.frames import read_frame
 from workers.engine.registration import PairShift, measure_pair, solve_positions
 from workers.engine.scan_layout import ScanLayout
@@ -73,6 +74,7 @@ def register_block(store: Store, settings: Settings, job_id: str, block_index: i
         return False
     params = job["params"]
     if block_index not in store.done_blocks(job_id):
+        jobs.begin_attempt(store, settings, job_id, "pairs", block_index)
         started = time.perf_counter()
         layout = _layout(store, job)
         per_task = params["sequence"]["pairs_per_task"]

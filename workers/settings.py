@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         gt=0,
         description="a job none of whose tasks progressed for this long is resumed by a worker",
     )
+    max_task_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="a region (block, batch) whose task stopped its worker this often fails "
+        "its job instead of being retried forever",
+    )
     reconcile_interval_s: float = Field(
         default=15.0, gt=0, description="how often each worker looks for such stalled jobs"
     )
@@ -67,8 +73,29 @@ class Settings(BaseSettings):
     max_plain_image_pixels: int = Field(
         default=100_000_000, description="largest PNG/JPEG (decoded whole into memory)"
     )
+    max_pixels_per_byte: float = Field(
+        default=1000.0,
+        gt=0,
+        description="most pixels a TIFF-based slide, PNG or JPEG may declare per byte of its "
+        "file; more is refused as a decompression bomb or a damaged header",
+    )
+    max_unpacked_bytes: int = Field(
+        default=50 * 2**30, ge=0, description="most bytes a zip upload may expand to on disk"
+    )
+    max_zip_ratio: float = Field(
+        default=200.0,
+        gt=1,
+        description="most a zip member over 1 MiB may expand relative to its compressed size; "
+        "more is refused as a zip bomb before anything is written",
+    )
     sandbox_memory_mb: int = Field(
         default=2048, description="address-space limit of processes that open untrusted files"
+    )
+    worker_memory_mb: int = Field(
+        default=8192,
+        ge=0,
+        description="memory (RLIMIT_DATA: heap and private memory) each worker process may "
+        "use, so a file that decodes to more fails its job, not the host; 0: no limit",
     )
     sandbox_timeout_s: float = Field(default=60.0)
     sequence_decode_timeout_s: float = Field(
@@ -117,6 +144,18 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="wait before the second attempt; doubles after each"
     )
     webhook_timeout_s: float = Field(default=10.0, gt=0)
+    idempotency_ttl_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="how long an Idempotency-Key is remembered: a retry with it within this "
+        "time gets the first request's job, slide or sequence",
+    )
+    idempotency_pending_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="an upload whose Idempotency-Key is still pending after this long (the "
+        "server stopped mid-upload) no longer blocks a retry with that key",
+    )
     broker_visibility_timeout_s: int = Field(default=3600)
     task_time_limit_s: int = Field(default=3600)
 

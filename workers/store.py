@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from workers.errors import NotFound
@@ -90,6 +91,15 @@ job_blocks = sa.Table(
     sa.Column("done_at", sa.Float, nullable=False),
 )
 
+task_attempts = sa.Table(
+    "task_attempts",
+    metadata,
+    sa.Column("job_id", sa.String(36), primary_key=True),
+    sa.Column("task", sa.String(16), primary_key=True, doc="region, block, frames, hooks..."),
+    sa.Column("item", sa.Integer, primary_key=True, doc="the region, block or batch index"),
+    sa.Column("attempts", sa.Integer, nullable=False),
+)
+
 job_tile_progress = sa.Table(
     "job_tile_progress",
     metadata,
@@ -144,6 +154,17 @@ webhook_deliveries = sa.Table(
     sa.Column("at", sa.Float, nullable=False),
 )
 
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True, doc="the client's Idempotency-Key"),
+    sa.Column("route", sa.String(64), primary_key=True, doc="method and path: POST /v1/jobs"),
+    sa.Column("body_sha256", sa.String(64), doc="of the request body (jobs; null for uploads)"),
+    sa.Column("resource_id", sa.String(36), nullable=False, doc="the job, slide or sequence"),
+    sa.Column("state", sa.String(16), nullable=False, doc="pending (an upload runs) or done"),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+)
+
 workers_seen = sa.Table(
     "workers",
     metadata,
@@ -154,6 +175,7 @@ workers_seen = sa.Table(
 
 ACTIVE_STATES = ("queued", "running", "finalizing")
 FINAL_STATES = ("completed", "failed", "cancelled")
+Guard = Callable[[Connection], None]  # runs in an insert's transaction; raising rolls it back
 
 
 def new_id() -> str:
@@ -225,10 +247,12 @@ class Store:
         self.engine.dispose()
 
     # slides
-    def add_slide(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Insert a slide record and return it."""
+    def add_slide(self, record: dict[str, Any], guard: Guard | None = None) -> dict[str, Any]:
+        """Insert a slide record and return it (``guard``: see ``add_job``)."""
         record = {"created_at": time.time(), **record}
         with self.engine.begin() as conn:
+            if guard is not None:
+                guard(conn)
             conn.execute(slides.insert().values(**record))
         return record
 
@@ -252,10 +276,12 @@ class Store:
             conn.execute(slides.delete().where(slides.c.id == slide_id))
 
     # frame sequences
-    def add_sequence(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Insert a frame-sequence record and return it."""
+    def add_sequence(self, record: dict[str, Any], guard: Guard | None = None) -> dict[str, Any]:
+        """Insert a frame-sequence record and return it (``guard``: see ``add_job``)."""
         record = {"created_at": time.time(), **record}
         with self.engine.begin() as conn:
+            if guard is not None:
+                guard(conn)
             conn.execute(sequences.insert().values(**record))
         return record
 
@@ -280,10 +306,16 @@ class Store:
             conn.execute(sequences.delete().where(sequences.c.id == sequence_id))
 
     # jobs
-    def add_job(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Insert a queued job and return it."""
+    def add_job(self, record: dict[str, Any], guard: Guard | None = None) -> dict[str, Any]:
+        """Insert a queued job and return it.
+
+        ``guard`` runs first in the same transaction (it records an idempotency key); when it
+        raises, nothing is inserted.
+        """
         record = {"created_at": time.time(), "state": "queued", "timings": {}, **record}
         with self.engine.begin() as conn:
+            if guard is not None:
+                guard(conn)
             conn.execute(jobs.insert().values(**record))
         return self.get_job(record["id"])
 
@@ -412,6 +444,18 @@ class Store:
         if not updated:
             values = {"job_id": job_id, "region_index": region_index, "tiles_done": tiles_done}
             self._insert_once(job_tile_progress, {**values, "first_at": now, "updated_at": now})
+
+    def count_attempt(self, job_id: str, task: str, item: int) -> int:
+        """Record that a task starts on ``item`` of a job; how many times it has started."""
+        key = {"job_id": job_id, "task": task, "item": item}
+        if self._insert_once(task_attempts, {**key, "attempts": 1}):
+            return 1
+        where = [task_attempts.c[name] == value for name, value in key.items()]
+        with self.engine.begin() as conn:
+            conn.execute(
+                task_attempts.update().where(*where).values(attempts=task_attempts.c.attempts + 1)
+            )
+            return int(conn.execute(sa.select(task_attempts.c.attempts).where(*where)).scalar_one())
 
     def mark_block_done(self, job_id: str, block_index: int, seconds: float) -> bool:
         """Record a classified block once; False if it was already recorded."""

@@ -14,6 +14,7 @@ from celery.signals import worker_process_init, worker_ready
 from workers import job_exports, job_hooks, jobs, laser_jobs, sequence_jobs, webhooks
 from workers.celery_app import app
 from workers.engine.read_errors import without_paths
+from workers.memory_limit import limit_data
 from workers.settings import get_settings
 from workers.store import Store
 
@@ -36,6 +37,11 @@ def store() -> Store:
 def _fresh_connections(**_: Any) -> None:
     global _store
     _store = None
+
+
+@worker_process_init.connect
+def _limit_memory(**_: Any) -> None:
+    limit_data(get_settings().worker_memory_mb)  # a file that decodes too large fails its job
 
 
 def _provider() -> str:

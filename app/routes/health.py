@@ -41,7 +41,10 @@ def _worker_problem(workers: list[dict[str, Any]]) -> str | None:
     return None
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    responses={503: {"description": "degraded: the reason says why (same body as 200)"}},
+)
 def health(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
     """200 when the broker answers and a worker is up, else 503 with the reason."""
     broker = _broker_ok(svc)

@@ -12,7 +12,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from app import deepzoom
 from app.deps import Services, services
+from app.openapi import errors, file
 from app.routes.jobs import frames_total
+from app.schemas import ExportPending
 from workers.engine.blurmap_image import blur_map_png
 from workers.engine.labels import read_label
 from workers.engine.omezarr import OmeZarrReader
@@ -26,6 +28,9 @@ from workers.tile_table import write_parquet
 
 router = APIRouter(prefix="/v1/jobs", tags=["outputs"])
 EXPORT_RETRY_S = 5
+FINISHED = (404, 409, 410)  # no such job or file; not completed; its output was deleted
+TILE = file("image/jpeg", "one Deep Zoom tile", *FINISHED, 422)
+DESCRIPTOR = file("application/xml", "the Deep Zoom descriptor", *FINISHED)
 Svc = Annotated[Services, Depends(services)]
 
 
@@ -38,18 +43,34 @@ def _completed_output(svc: Services, job_id: str) -> Path:
     return job_paths(svc.settings, job_id).output
 
 
-@router.get("/{job_id}/output.zarr/{file_path:path}")
+@router.get(
+    "/{job_id}/output.zarr/{file_path:path}",
+    response_class=FileResponse,
+    responses=file(
+        ("application/json", "application/octet-stream"),
+        "metadata (.zattrs, .zarray, zarr.json...) as JSON, chunks as bytes",
+        *FINISHED,
+    ),
+)
 def output_file(job_id: str, file_path: str, svc: Svc) -> FileResponse:
     """Files of the finished OME-Zarr store, for readers that open it by URL."""
     root = _completed_output(svc, job_id).resolve()
-    target = (root / file_path).resolve()
-    if not target.is_relative_to(root) or not target.is_file():
+    try:
+        target = (root / file_path).resolve()
+        found = target.is_relative_to(root) and target.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, or one with NUL
+        found = False
+    if not found:
         raise NotFound(f"{file_path} is not in the output of job {job_id}")
     media = "application/json" if target.name.startswith(".z") else "application/octet-stream"
     return FileResponse(target, media_type=media)
 
 
-@router.get("/{job_id}/hooks/{name}/centroids.geojson")
+@router.get(
+    "/{job_id}/hooks/{name}/centroids.geojson",
+    response_class=FileResponse,
+    responses=file("application/geo+json", "the points, as a GeoJSON FeatureCollection", *FINISHED),
+)
 def hook_centroids(job_id: str, name: str, svc: Svc) -> FileResponse:
     """The points a hook found on the output (level-0 output pixels), as GeoJSON for QuPath."""
     _completed_output(svc, job_id)
@@ -61,7 +82,15 @@ def hook_centroids(job_id: str, name: str, svc: Svc) -> FileResponse:
     )
 
 
-@router.get("/{job_id}/output.ome.tiff", response_model=None)
+@router.get(
+    "/{job_id}/output.ome.tiff",
+    response_model=None,
+    response_class=FileResponse,
+    responses={
+        **file("image/tiff", "the pyramidal OME-TIFF", *FINISHED),
+        202: {"model": ExportPending, "description": "the export is being written: retry"},
+    },
+)
 def ome_tiff(job_id: str, svc: Svc) -> FileResponse | JSONResponse:
     """The output as a pyramidal OME-TIFF; the first request queues its export (202)."""
     _completed_output(svc, job_id)
@@ -80,14 +109,21 @@ def ome_tiff(job_id: str, svc: Svc) -> FileResponse | JSONResponse:
     if not marker.exists() or stale:
         marker.touch()
         svc.celery.send_task("restore.export_ome_tiff", args=[job_id])
+    pending = ExportPending(
+        state="exporting", message="the OME-TIFF is being written; retry shortly"
+    )
     return JSONResponse(
-        {"state": "exporting", "message": "the OME-TIFF is being written; retry shortly"},
+        pending.model_dump(),
         status_code=202,
         headers={"Retry-After": str(EXPORT_RETRY_S)},
     )
 
 
-@router.get("/{job_id}/tiles.csv")
+@router.get(
+    "/{job_id}/tiles.csv",
+    response_class=FileResponse,
+    responses=file("text/csv", "one row per tile", *FINISHED),
+)
 def tile_table(job_id: str, svc: Svc) -> FileResponse:
     """The per-tile table: where, blur class, confidence, extent, model, sharpness."""
     _completed_output(svc, job_id)
@@ -97,7 +133,11 @@ def tile_table(job_id: str, svc: Svc) -> FileResponse:
     return FileResponse(path, media_type="text/csv", filename=f"{job_id}-tiles.csv")
 
 
-@router.get("/{job_id}/tiles.parquet")
+@router.get(
+    "/{job_id}/tiles.parquet",
+    response_class=FileResponse,
+    responses=file("application/vnd.apache.parquet", "one row per tile", *FINISHED),
+)
 def tile_table_parquet(job_id: str, svc: Svc) -> FileResponse:
     """The per-tile table as Parquet (typed columns), for pandas, Polars, DuckDB or Spark."""
     _completed_output(svc, job_id)
@@ -113,7 +153,11 @@ def tile_table_parquet(job_id: str, svc: Svc) -> FileResponse:
     )
 
 
-@router.get("/{job_id}/blur-map.png")
+@router.get(
+    "/{job_id}/blur-map.png",
+    response_class=Response,
+    responses=file("image/png", "the blur map", *FINISHED),
+)
 def blur_map(job_id: str, svc: Svc) -> Response:
     """The blur map, one RGBA pixel per cell (``metrics.qc.cell_px`` level-0 px), for overlays."""
     output = _completed_output(svc, job_id)
@@ -123,7 +167,11 @@ def blur_map(job_id: str, svc: Svc) -> Response:
     return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
 
-@router.get("/{job_id}/report", response_class=HTMLResponse)
+@router.get(
+    "/{job_id}/report",
+    response_class=Response,  # not HTMLResponse, which would document the errors as HTML
+    responses=file("text/html", "the report", *FINISHED),
+)
 def report(job_id: str, svc: Svc) -> HTMLResponse:
     """One-page HTML report: verdict, class shares, sharpness before/after, blur map."""
     output = _completed_output(svc, job_id)
@@ -156,37 +204,55 @@ def _image(svc: Services, job_id: str, t: int | None = None) -> SlideReader:
     return _frame_reader(output, t or 0)
 
 
-@router.get("/{job_id}/output.dzi")
+@router.get("/{job_id}/output.dzi", response_class=Response, responses=DESCRIPTOR)
 def output_dzi(job_id: str, svc: Svc) -> Response:
     """Deep Zoom descriptor of the restored image (of frame 0 on a time axis)."""
     return deepzoom.descriptor(_image(svc, job_id))
 
 
-@router.get("/{job_id}/output_files/{level}/{col}_{row}.jpeg")
+@router.get(
+    "/{job_id}/output_files/{level}/{col}_{row}.jpeg", response_class=Response, responses=TILE
+)
 def output_tile(job_id: str, level: int, col: int, row: int, svc: Svc) -> Response:
     """One Deep Zoom tile of the restored image, read from the OME-Zarr pyramid."""
     return deepzoom.tile(_image(svc, job_id), level, col, row)
 
 
-@router.get("/{job_id}/frames/{t}/output.dzi")
+@router.get(
+    "/{job_id}/frames/{t}/output.dzi",
+    response_class=Response,
+    responses={**DESCRIPTOR, **errors(422)},
+)
 def frame_dzi(job_id: str, t: int, svc: Svc) -> Response:
     """Deep Zoom descriptor of frame ``t`` of a laser-scan job's output."""
     return deepzoom.descriptor(_image(svc, job_id, t))
 
 
-@router.get("/{job_id}/frames/{t}/output_files/{level}/{col}_{row}.jpeg")
+@router.get(
+    "/{job_id}/frames/{t}/output_files/{level}/{col}_{row}.jpeg",
+    response_class=Response,
+    responses=TILE,
+)
 def frame_tile(job_id: str, t: int, level: int, col: int, row: int, svc: Svc) -> Response:
     """One Deep Zoom tile of frame ``t`` of a laser-scan job's output."""
     return deepzoom.tile(_image(svc, job_id, t), level, col, row)
 
 
-@router.get("/{job_id}/input.dzi")
+@router.get(
+    "/{job_id}/input.dzi",
+    response_class=Response,
+    responses=file("application/xml", "the Deep Zoom descriptor", 404),
+)
 def input_dzi(job_id: str, svc: Svc) -> Response:
     """Deep Zoom descriptor of a sequence job's input: its frames at their registered places."""
     return deepzoom.descriptor(_mosaic_input(svc, job_id))
 
 
-@router.get("/{job_id}/input_files/{level}/{col}_{row}.jpeg")
+@router.get(
+    "/{job_id}/input_files/{level}/{col}_{row}.jpeg",
+    response_class=Response,
+    responses=file("image/jpeg", "one Deep Zoom tile", 404, 422),
+)
 def input_tile(job_id: str, level: int, col: int, row: int, svc: Svc) -> Response:
     """One Deep Zoom tile of a sequence job's input mosaic (before restoration)."""
     return deepzoom.tile(_mosaic_input(svc, job_id), level, col, row)
@@ -199,7 +265,11 @@ def _mosaic_input(svc: Services, job_id: str) -> SlideReader:
     return mosaic_reader(svc.settings, job)
 
 
-@router.get("/{job_id}/frames.csv")
+@router.get(
+    "/{job_id}/frames.csv",
+    response_class=FileResponse,
+    responses=file("text/csv", "one row per frame", *FINISHED),
+)
 def frame_table(job_id: str, svc: Svc) -> FileResponse:
     """The per-frame table of a laser-scan job: line shift, sharpness before and after."""
     _completed_output(svc, job_id)

@@ -8,12 +8,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
+from app import idempotency
 from app.deps import Services, services
+from app.idempotency import IdempotencyKey
+from app.openapi import errors
 from app.schemas import HookState, JobCreate, JobPublic, Progress
 from models.manifest import ModelManifest
 from models.registry import get_model
 from workers import hooks, retention, webhooks
+from workers.engine.read_errors import without_paths
 from workers.errors import Conflict, InvalidInput, ModelUnavailable, NotFound
+from workers.idempotency import KeyedRequest
 from workers.planning import (
     AUTO,
     CLASSIFIER,
@@ -26,6 +31,7 @@ from workers.sequence_planning import plan_sequence, sequence_models
 from workers.store import ACTIVE_STATES, FINAL_STATES, new_id
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+ROUTE = f"POST {router.prefix}"
 Svc = Annotated[Services, Depends(services)]
 
 
@@ -61,7 +67,7 @@ def job_public(job: dict[str, Any], input_exists: bool = True) -> JobPublic:
         eta_s=eta,
         params=params,
         timings=job["timings"] or {},
-        error=job["error"],
+        error=job["error"] and without_paths(job["error"]),
         provider=job["provider"],
         model_sha256=job["model_sha256"],
         created_at=job["created_at"],
@@ -123,7 +129,10 @@ def _hook_states(job: dict[str, Any], base: str | None) -> dict[str, HookState]:
         points = base is not None and entry.get("centroids")
         url = f"{base}/hooks/{name}/centroids.geojson" if points else None
         states[name] = HookState(
-            state=entry["state"], result=entry["result"], error=entry["error"], centroids_url=url
+            state=entry["state"],
+            result=entry["result"],
+            error=entry["error"] and without_paths(entry["error"]),
+            centroids_url=url,
         )
     return states
 
@@ -140,11 +149,32 @@ def _fraction(tiles_done: int, tiles_total: int, blocks_done: int, blocks_total:
     return 0.1 * blocks_done / blocks_total + 0.9 * restored
 
 
-@router.post("", status_code=202, response_model=JobPublic)
-def create_job(body: JobCreate, svc: Svc) -> JobPublic:
-    """Queue a restoration of a slide (or a region of it) or of a frame sequence."""
-    if body.sequence_id is not None:
-        return _create_sequence_job(body, svc)
+@router.post("", status_code=202, response_model=JobPublic, responses=errors(400, 404, 415, 422))
+def create_job(
+    body: JobCreate, response: Response, svc: Svc, idempotency_key: IdempotencyKey = None
+) -> JobPublic:
+    """Queue a restoration of a slide (or a region of it) or of a frame sequence.
+
+    With an ``Idempotency-Key``, a retry (also one sent concurrently) gets the job the first
+    request created; the same key with a different body is refused (422).
+    """
+    request = idempotency.keyed(idempotency_key, ROUTE, body)
+    earlier = None if request is None else idempotency.keys(svc).find(request)
+    if earlier is not None:
+        idempotency.replayed(response)
+        return job_public(svc.store.get_job(earlier.resource_id))
+    plan = _plan_slide_job if body.sequence_id is None else _plan_sequence_job
+    record, params = plan(body, svc)
+    job, created = _queue(
+        svc, {**record, "params": params, "client_metadata": body.metadata}, request
+    )
+    if not created:
+        idempotency.replayed(response)
+    return job_public(job)
+
+
+def _plan_slide_job(body: JobCreate, svc: Services) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The record and parameters of a job on a slide (or a region of it)."""
     assert body.slide_id is not None
     slide = svc.store.get_slide(body.slide_id)
     auto = body.model == AUTO
@@ -184,14 +214,13 @@ def create_job(body: JobCreate, svc: Svc) -> JobPublic:
         if params["scale"] != 1:
             raise InvalidInput("a reference comparison needs models that keep the image size")
         params["reference_slide_id"] = body.reference_slide_id
-    record = {"slide_id": slide["id"], "model": AUTO if auto else "+".join(names)}
-    return _queue(svc, record, params, body.metadata)
+    return {"slide_id": slide["id"], "model": AUTO if auto else "+".join(names)}, params
 
 
 SEQUENCE_ONLY_SLIDES = ("evaluate", "reference_slide_id", "region", "overlap_px", "mpp")
 
 
-def _create_sequence_job(body: JobCreate, svc: Services) -> JobPublic:
+def _plan_sequence_job(body: JobCreate, svc: Services) -> tuple[dict[str, Any], dict[str, Any]]:
     """Plan a job on a frame sequence: a registered mosaic, or every frame on a time axis."""
     sequence = svc.store.get_sequence(body.sequence_id or "")
     given = [name for name in SEQUENCE_ONLY_SLIDES if getattr(body, name) is not None]
@@ -206,20 +235,30 @@ def _create_sequence_job(body: JobCreate, svc: Services) -> JobPublic:
             "hooks run on slides and continuous-stage mosaics, not on laser-scan frames"
         )
     params["hooks"] = _hooks(body.hooks)
-    record = {"sequence_id": sequence["id"], "model": AUTO if auto else "+".join(names)}
-    return _queue(svc, record, params, body.metadata)
+    return {"sequence_id": sequence["id"], "model": AUTO if auto else "+".join(names)}, params
 
 
 def _queue(
-    svc: Services, record: dict[str, Any], params: dict[str, Any], metadata: dict[str, Any]
-) -> JobPublic:
-    """Store a planned job, announce it, and queue its start."""
-    job = svc.store.add_job(
-        {**record, "id": new_id(), "params": params, "client_metadata": metadata}
-    )
+    svc: Services, record: dict[str, Any], request: KeyedRequest | None
+) -> tuple[dict[str, Any], bool]:
+    """Store a planned job, announce it and queue its start: (the job, whether it is new).
+
+    With a key, the job is stored only if no request with that key stored one first (then
+    that job is the answer, and nothing is announced or queued again).
+    """
+    job_id = new_id()
+    record = {**record, "id": job_id}
+    if request is None:
+        job = svc.store.add_job(record)
+    else:
+        keys = idempotency.keys(svc)
+        job_id, added = keys.create_once(request, job_id, lambda g: svc.store.add_job(record, g))
+        if added is None:
+            return svc.store.get_job(job_id), False
+        job = added
     emit_event(svc, job["id"], "job.queued")
     svc.celery.send_task("restore.start_job", args=[job["id"]])
-    return job_public(job)
+    return job, True
 
 
 def emit_event(svc: Services, job_id: str, kind: webhooks.WebhookEvent) -> None:
@@ -259,7 +298,7 @@ def list_jobs(svc: Svc) -> list[JobPublic]:
     return [job_public(j, _input_exists(svc, j)) for j in svc.store.list_jobs()]
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get("/{job_id}", response_model=JobPublic, responses=errors(404))
 def get_job(job_id: str, svc: Svc) -> JobPublic:
     """State, progress, ETA, timings, errors and output links of a job."""
     job = svc.store.get_job(job_id)
@@ -278,7 +317,7 @@ def _input_exists(svc: Services, job: dict[str, Any]) -> bool:
     return True
 
 
-@router.delete("/{job_id}", response_model=JobPublic)
+@router.delete("/{job_id}", response_model=JobPublic, responses=errors(404, 409))
 def cancel_job(job_id: str, svc: Svc) -> JobPublic:
     """Cancel a queued or running job; its workers stop at the next tile batch."""
     if not svc.store.transition(job_id, ACTIVE_STATES, "cancelled", finished_at=time.time()):
@@ -288,7 +327,7 @@ def cancel_job(job_id: str, svc: Svc) -> JobPublic:
     return job_public(svc.store.get_job(job_id))
 
 
-@router.delete("/{job_id}/output", status_code=204)
+@router.delete("/{job_id}/output", status_code=204, responses=errors(404, 409))
 def delete_output(job_id: str, svc: Svc) -> Response:
     """Delete every file of a finished job (the record stays, with ``output_deleted_at``)."""
     retention.delete_job_output(svc.store, svc.settings, job_id)

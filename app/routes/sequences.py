@@ -10,8 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 
-from app import deepzoom
+from app import deepzoom, idempotency
 from app.deps import Services, services
+from app.idempotency import Completer, IdempotencyKey
+from app.openapi import BINARY, errors, file, multipart
 from app.schemas import SequencePublic
 from app.uploads import StoredUpload, in_client_terms, receive_upload
 from workers import sandbox
@@ -23,7 +25,19 @@ from workers.sequence_metadata import SequenceMetadata, check_frames
 from workers.store import new_id
 
 router = APIRouter(prefix="/v1/sequences", tags=["sequences"])
+ROUTE = f"POST {router.prefix}"
 METADATA_FIELD = "metadata"
+UPLOAD_FORM = multipart(
+    {
+        "file": {**BINARY, "description": "multi-page TIFF, zip of images, or video"},
+        METADATA_FIELD: {
+            "type": "string",
+            "description": "the acquisition as JSON: mode ('continuous-stage' or 'laser-scan'), "
+            "pixel_size_um, and the mode's fields (README: frame sequences)",
+        },
+    },
+    required=["file", METADATA_FIELD],
+)
 Svc = Annotated[Services, Depends(services)]
 
 
@@ -74,10 +88,37 @@ def parse_metadata(text: str | None) -> SequenceMetadata:
         raise InvalidInput("; ".join(problems)) from None
 
 
-@router.post("", status_code=201, response_model=SequencePublic)
-async def upload_sequence(request: Request, svc: Svc) -> SequencePublic:
-    """Upload frames (multi-page TIFF, zip of images, or video) as ``file`` with ``metadata``."""
+@router.post(
+    "",
+    status_code=201,
+    response_model=SequencePublic,
+    responses=errors(409, 413, 415, 422),
+    openapi_extra=UPLOAD_FORM,
+)
+async def upload_sequence(
+    request: Request, response: Response, svc: Svc, idempotency_key: IdempotencyKey = None
+) -> SequencePublic:
+    """Upload frames (multi-page TIFF, zip of images, or video) as ``file`` with ``metadata``.
+
+    With an ``Idempotency-Key``, a retry with the same form gets the sequence the first upload
+    created (409 while that upload is still running; 422 for another form).
+    """
     sequence_id = new_id()
+    return await idempotency.upload_once(
+        svc,
+        request,
+        idempotency.keyed(idempotency_key, ROUTE),
+        sequence_id,
+        response,
+        lambda complete: _receive_sequence(request, svc, sequence_id, complete),
+        lambda earlier: sequence_public(svc.store.get_sequence(earlier)),
+    )
+
+
+async def _receive_sequence(
+    request: Request, svc: Services, sequence_id: str, complete: Completer | None
+) -> SequencePublic:
+    """Stream the upload to disk, decode its frames in the sandbox, and record the sequence."""
     paths = sequence_paths(svc.settings, sequence_id)
     paths.upload_dir.mkdir(parents=True)
     upload: StoredUpload | None = None
@@ -109,7 +150,8 @@ async def upload_sequence(request: Request, svc: Svc) -> SequencePublic:
             "size_bytes": upload.size_bytes,
             "metadata": metadata.model_dump(mode="json", exclude_none=True),
             "info": info,
-        }
+        },
+        complete(upload) if complete else None,
     )
     return sequence_public(record)
 
@@ -120,13 +162,17 @@ def list_sequences(svc: Svc) -> list[SequencePublic]:
     return [sequence_public(r) for r in svc.store.list_sequences()]
 
 
-@router.get("/{sequence_id}", response_model=SequencePublic)
+@router.get("/{sequence_id}", response_model=SequencePublic, responses=errors(404))
 def get_sequence(sequence_id: str, svc: Svc) -> SequencePublic:
     """Frame count and size, motion blur and nominal step of one sequence."""
     return sequence_public(svc.store.get_sequence(sequence_id))
 
 
-@router.get("/{sequence_id}/thumbnail", response_class=Response)
+@router.get(
+    "/{sequence_id}/thumbnail",
+    response_class=Response,
+    responses=file("image/png", "PNG of the first frame", 404),
+)
 def thumbnail(sequence_id: str, svc: Svc) -> FileResponse:
     """PNG of the first frame, reduced."""
     svc.store.get_sequence(sequence_id)
@@ -142,19 +188,27 @@ def _frame(svc: Services, sequence_id: str, t: int) -> ArrayReader:
     return ArrayReader(to_rgb_uint8(pixels), record["metadata"]["pixel_size_um"])
 
 
-@router.get("/{sequence_id}/frames/{t}/image.dzi")
+@router.get(
+    "/{sequence_id}/frames/{t}/image.dzi",
+    response_class=Response,
+    responses=file("application/xml", "the Deep Zoom descriptor", 404, 422),
+)
 def frame_dzi(sequence_id: str, t: int, svc: Svc) -> Response:
     """Deep Zoom descriptor of one input frame."""
     return deepzoom.descriptor(_frame(svc, sequence_id, t))
 
 
-@router.get("/{sequence_id}/frames/{t}/image_files/{level}/{col}_{row}.jpeg")
+@router.get(
+    "/{sequence_id}/frames/{t}/image_files/{level}/{col}_{row}.jpeg",
+    response_class=Response,
+    responses=file("image/jpeg", "one Deep Zoom tile", 404, 422),
+)
 def frame_tile(sequence_id: str, t: int, level: int, col: int, row: int, svc: Svc) -> Response:
     """One Deep Zoom tile of one input frame."""
     return deepzoom.tile(_frame(svc, sequence_id, t), level, col, row)
 
 
-@router.delete("/{sequence_id}", status_code=204)
+@router.delete("/{sequence_id}", status_code=204, responses=errors(404))
 def delete_sequence(sequence_id: str, svc: Svc) -> Response:
     """Delete a sequence and its frames (jobs and their outputs stay)."""
     svc.store.get_sequence(sequence_id)

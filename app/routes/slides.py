@@ -10,7 +10,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
+from app import idempotency
 from app.deps import Services, services
+from app.idempotency import Completer, IdempotencyKey
+from app.openapi import BINARY, errors, file, multipart
 from app.schemas import SlidePublic
 from app.uploads import StoredUpload, in_client_terms, receive_upload
 from workers import sandbox
@@ -20,6 +23,17 @@ from workers.layout import slide_paths
 from workers.store import new_id
 
 router = APIRouter(prefix="/v1/slides", tags=["slides"])
+ROUTE = f"POST {router.prefix}"
+UPLOAD_FORM = multipart(
+    {
+        "file": {**BINARY, "description": "the slide (or a zip of a multi-file slide)"},
+        "mpp": {
+            "type": "string",
+            "description": "microns per pixel, for a file that gives none or a wrong one",
+        },
+    },
+    required=["file"],
+)
 MPP_FIELD, MAX_GIVEN_MPP = "mpp", 1000.0
 MAX_THUMBNAIL_PX = 2048
 Svc = Annotated[Services, Depends(services)]
@@ -63,13 +77,38 @@ def _with_mpp(info: dict[str, Any], given: str | None) -> dict[str, Any]:
     return {**info, "mpp_x": mpp, "mpp_y": mpp, "mpp_source": "upload"}
 
 
-@router.post("", status_code=201, response_model=SlidePublic)
-async def upload_slide(request: Request, svc: Svc) -> SlidePublic:
+@router.post(
+    "",
+    status_code=201,
+    response_model=SlidePublic,
+    responses=errors(409, 413, 415, 422),
+    openapi_extra=UPLOAD_FORM,
+)
+async def upload_slide(
+    request: Request, response: Response, svc: Svc, idempotency_key: IdempotencyKey = None
+) -> SlidePublic:
     """Upload a slide as multipart field ``file`` (optional field ``mpp``: microns per pixel).
 
-    The file is checked in a sandboxed reader.
+    The file is checked in a sandboxed reader. With an ``Idempotency-Key``, a retry with the
+    same form gets the slide the first upload created (409 while that upload is still
+    running; 422 for another form).
     """
     slide_id = new_id()
+    return await idempotency.upload_once(
+        svc,
+        request,
+        idempotency.keyed(idempotency_key, ROUTE),
+        slide_id,
+        response,
+        lambda complete: _receive_slide(request, svc, slide_id, complete),
+        lambda earlier: slide_public(svc.store.get_slide(earlier)),
+    )
+
+
+async def _receive_slide(
+    request: Request, svc: Services, slide_id: str, complete: Completer | None
+) -> SlidePublic:
+    """Stream the upload to disk, inspect it in the sandbox, and record the slide."""
     paths = slide_paths(svc.settings, slide_id)
     paths.upload_dir.mkdir(parents=True)
     upload: StoredUpload | None = None
@@ -81,7 +120,8 @@ async def upload_slide(request: Request, svc: Svc) -> SlidePublic:
             str(upload.path),
             str(paths.root),
             svc.reader_limits,
-            svc.settings.max_upload_bytes,
+            svc.settings.max_unpacked_bytes,
+            svc.settings.max_zip_ratio,
         )
         info = _with_mpp(inspected["info"], upload.fields.get(MPP_FIELD))
     except RestoreError as error:
@@ -98,7 +138,8 @@ async def upload_slide(request: Request, svc: Svc) -> SlidePublic:
             "size_bytes": upload.size_bytes,
             "path": inspected["path"],
             "info": info,
-        }
+        },
+        complete(upload) if complete else None,
     )
     return slide_public(record)
 
@@ -109,13 +150,17 @@ def list_slides(svc: Svc) -> list[SlidePublic]:
     return [slide_public(r) for r in svc.store.list_slides()]
 
 
-@router.get("/{slide_id}", response_model=SlidePublic)
+@router.get("/{slide_id}", response_model=SlidePublic, responses=errors(404))
 def get_slide(slide_id: str, svc: Svc) -> SlidePublic:
     """One slide's dimensions, levels, pixel size and vendor."""
     return slide_public(svc.store.get_slide(slide_id))
 
 
-@router.get("/{slide_id}/thumbnail", response_class=Response)
+@router.get(
+    "/{slide_id}/thumbnail",
+    response_class=Response,
+    responses=file("image/png", "the thumbnail", 404, 413, 415, 422),
+)
 def thumbnail(
     slide_id: str, svc: Svc, max_px: Annotated[int | None, Query(ge=16)] = None
 ) -> Response:
@@ -129,14 +174,22 @@ def thumbnail(
     return Response(png, media_type="image/png")
 
 
-@router.get("/{slide_id}/image.dzi")
+@router.get(
+    "/{slide_id}/image.dzi",
+    response_class=Response,
+    responses=file("application/xml", "the Deep Zoom descriptor", 404),
+)
 def input_dzi(slide_id: str, svc: Svc) -> Response:
     """Deep Zoom descriptor of the input slide."""
     info = svc.store.get_slide(slide_id)["info"]
     return Response(DeepZoom(info["width"], info["height"]).xml(), media_type="application/xml")
 
 
-@router.get("/{slide_id}/image_files/{level}/{col}_{row}.jpeg")
+@router.get(
+    "/{slide_id}/image_files/{level}/{col}_{row}.jpeg",
+    response_class=Response,
+    responses=file("image/jpeg", "one Deep Zoom tile", 404, 413, 415, 422),
+)
 def input_tile(slide_id: str, level: int, col: int, row: int, svc: Svc) -> Response:
     """One Deep Zoom tile of the input, read in the sandbox."""
     record = svc.store.get_slide(slide_id)
@@ -146,7 +199,7 @@ def input_tile(slide_id: str, level: int, col: int, row: int, svc: Svc) -> Respo
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 
-@router.delete("/{slide_id}", status_code=204)
+@router.delete("/{slide_id}", status_code=204, responses=errors(404))
 def delete_slide(slide_id: str, svc: Svc) -> Response:
     """Delete a slide and its files (jobs and their outputs stay)."""
     svc.store.get_slide(slide_id)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from app.deps import Services, services
+from app.openapi import errors
 from app.schemas import DeliveryPublic, WebhookCreate, WebhookPublic
 from workers.webhook_store import WebhookStore
 from workers.webhooks import check_url
@@ -15,7 +16,7 @@ router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 Svc = Annotated[Services, Depends(services)]
 
 
-@router.post("", status_code=201, response_model=WebhookPublic)
+@router.post("", status_code=201, response_model=WebhookPublic, responses=errors(400, 415, 422))
 def register(body: WebhookCreate, svc: Svc) -> WebhookPublic:
     """Register a receiver; events are POSTed to it signed with its secret."""
     check_url(body.url, svc.settings.webhook_allow_private)
@@ -29,20 +30,20 @@ def list_webhooks(svc: Svc) -> list[WebhookPublic]:
     return [WebhookPublic.model_validate(w) for w in WebhookStore(svc.store).all()]
 
 
-@router.get("/{webhook_id}", response_model=WebhookPublic)
+@router.get("/{webhook_id}", response_model=WebhookPublic, responses=errors(404))
 def get_webhook(webhook_id: str, svc: Svc) -> WebhookPublic:
     """One receiver."""
     return WebhookPublic.model_validate(WebhookStore(svc.store).get(webhook_id))
 
 
-@router.delete("/{webhook_id}", status_code=204)
+@router.delete("/{webhook_id}", status_code=204, responses=errors(404))
 def delete_webhook(webhook_id: str, svc: Svc) -> Response:
     """Stop sending events to a receiver (its delivery history stays)."""
     WebhookStore(svc.store).delete(webhook_id)
     return Response(status_code=204)
 
 
-@router.get("/{webhook_id}/deliveries", response_model=list[DeliveryPublic])
+@router.get("/{webhook_id}/deliveries", response_model=list[DeliveryPublic], responses=errors(404))
 def deliveries(webhook_id: str, svc: Svc) -> list[DeliveryPublic]:
     """Every delivery attempt to a receiver, newest first."""
     store = WebhookStore(svc.store)

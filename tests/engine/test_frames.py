@@ -202,3 +202,17 @@ def test_a_frame_out_of_range_is_not_found(tmp_path: Path, frames: list[np.ndarr
         read_frame(tmp_path / "z", 1)
     with pytest.raises(NotFound):
         frame_count(tmp_path / "missing")
+
+
+def test_a_video_with_a_zip_of_frames_appended_is_read_as_the_video(
+    tmp_path: Path, frames: list[np.ndarray]
+) -> None:
+    video = write_video(tmp_path / "v.mp4", frames[:4], "libx264", "yuv444p")
+    inner = write_zip(
+        tmp_path / "inner.zip", {f"f{k}.png": png_bytes(f) for k, f in enumerate(frames)}
+    )
+    polyglot = tmp_path / "scan.mp4"
+    polyglot.write_bytes(video.read_bytes() + inner.read_bytes())
+    assert zipfile.is_zipfile(polyglot)
+    info = ingest_frames(polyglot, tmp_path / "frames.zarr")
+    assert (info.container, info.count) == ("video", 4)

@@ -1,5 +1,9 @@
 import struct
+import subprocess
+import sys
+import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +128,109 @@ def test_a_tiff_stack_is_refused_with_a_pointer_to_sequences(
             tif.write(page, photometric="rgb" if page.ndim == 3 else "minisblack")
     with pytest.raises(InvalidInput, match="POST /v1/sequences"):
         open_slide(plain)
+
+
+def bomb_tiff(path: Path, side: int = 65535, tile: int | None = None, padding: int = 0) -> Path:
+    """A deflate RGB TIFF declaring side x side pixels whose strips (or tiles) all point at one
+    tiny compressed block: 65535 x 65535 in 175 KB decodes to 12.9 GB, and making its
+    thumbnail took tifffile over two minutes. ``padding`` appends bytes to look denser.
+    """
+    rows = tile or 3  # 65535 = 3 x 21845: every strip decodes to exactly its rows
+    block = zlib.compress(bytes(rows * (tile or side) * 3), 9)
+    count = -(-side // rows) * (-(-side // tile) if tile else 1)
+    arrays_at = 8 + len(block) + 6
+    ifd_at = arrays_at + 8 * count
+    layout = [(322, 4, 1, tile), (323, 4, 1, tile)] if tile else [(278, 4, 1, rows)]
+    tags = sorted(
+        [
+            (256, 4, 1, side),
+            (257, 4, 1, side),
+            (258, 3, 3, 8 + len(block)),
+            (259, 3, 1, 8),
+            (262, 3, 1, 2),
+            (273 if not tile else 324, 4, count, arrays_at),
+            (277, 3, 1, 3),
+            (279 if not tile else 325, 4, count, arrays_at + 4 * count),
+            *layout,
+        ]
+    )
+    path.write_bytes(
+        b"II*\x00"
+        + struct.pack("<I", ifd_at)
+        + block
+        + struct.pack("<3H", 8, 8, 8)
+        + struct.pack(f"<{count}I", *[8] * count)
+        + struct.pack(f"<{count}I", *[len(block)] * count)
+        + struct.pack("<H", len(tags))
+        + b"".join(struct.pack("<HHII", *tag) for tag in tags)
+        + bytes(4 + padding)
+    )
+    return path
+
+
+@pytest.mark.parametrize(("tile", "reader"), [(None, "tifffile"), (512, "openslide")])
+def test_a_tiff_declaring_far_more_pixels_than_its_bytes_is_refused_fast(
+    tmp_path: Path, tile: int | None, reader: str
+) -> None:
+    path = bomb_tiff(tmp_path / "bomb.tif", tile=tile)
+    started = time.perf_counter()
+    with pytest.raises(TooLarge, match=r"65535 x 65535 pixels in [\d,]+ bytes .* decompression"):
+        open_slide(path)
+    seconds = time.perf_counter() - started
+    print(f"{reader} bomb of {path.stat().st_size:,} B refused in {seconds:.3f} s")
+    assert seconds < 2
+    dense = bomb_tiff(tmp_path / "dense.tif", tile=tile, padding=5_000_000)
+    assert open_slide(dense).info.reader == reader  # 860 pixels per byte: plausible
+
+
+def _png_header_declaring(path: Path, width: int, height: int) -> Path:
+    Image.new("1", (8, 8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR width and height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_png_bomb_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    Image.new("1", (10000, 10000)).save(tmp_path / "bomb.png")  # 12 KB for 100 megapixels
+    started = time.perf_counter()
+    with pytest.raises(TooLarge, match=r"10000 x 10000 pixels in .* a decompression bomb"):
+        open_slide(tmp_path / "bomb.png")
+    seconds = time.perf_counter() - started
+    size = (tmp_path / "bomb.png").stat().st_size
+    print(f"PNG bomb of {size:,} B (300 MB as RGB) refused in {seconds:.3f} s")
+    assert seconds < 1
+
+
+@pytest.mark.parametrize("earlier_limit", [None, 89_478_485])
+def test_pillow_guards_plain_images_at_the_configured_limit(
+    tmp_path: Path, earlier_limit: int | None
+) -> None:
+    Image.MAX_IMAGE_PIXELS = earlier_limit  # what an earlier reader (or Pillow) left
+    for side in (12_000, 30_000):  # over the limit; over twice the limit
+        path = _png_header_declaring(tmp_path / f"{side}.png", side, side)
+        with pytest.raises(TooLarge, match="more than the limit of 100,000,000 pixels"):
+            open_slide(path)
+
+
+def test_a_plain_image_is_converted_without_whole_image_copies(tmp_path: Path) -> None:
+    """A 25-megapixel RGBA PNG (100 MB decoded) peaked at 3.4 times that; now under 2.2."""
+    pixels = np.full((5000, 5000, 4), 255, np.uint8)
+    pixels[::7, ::5] = np.random.default_rng(0).integers(0, 255, (715, 1000, 4))
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "field.png")
+    script = (  # VmHWM: this process's peak resident memory in KiB (ru_maxrss survives exec)
+        "import re, sys; from pathlib import Path;"
+        "from workers.engine.readers import open_slide;"
+        "peak = lambda: int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]);"
+        "before = peak(); open_slide(Path(sys.argv[1])); print(peak() - before)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "field.png")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    peak = int(done.stdout) * 1024 / pixels.nbytes
+    print(f"peak memory while reading: {peak:.2f} x the decoded RGBA image")
+    assert peak < 2.2

@@ -82,3 +82,38 @@ def test_finish_claims_the_job_once(setup) -> None:
     job = store.get_job("j1")
     assert job["state"] == "completed" and job["finalizer"] == "task-a"
     assert {"plan_s", "finalize_s", "regions_s"} <= set(job["timings"])
+
+
+def _run_region_then_die(settings: Settings, job_id: str) -> None:
+    """A worker that dies in the middle of a region (as one killed for its memory would)."""
+    import os
+
+    store = Store(settings.resolved_database_url)
+    store.record_tile_progress = lambda *_: os._exit(137)  # type: ignore[method-assign]
+    jobs.run_region(store, settings, job_id, 0)
+    os._exit(0)
+
+
+def test_a_region_that_keeps_killing_its_worker_fails_its_job_after_three_attempts(
+    setup, test_models: Path
+) -> None:
+    import multiprocessing
+
+    from workers.errors import GaveUp
+
+    settings, store = setup
+    manifest = get_model([test_models], "blur3x3").manifest
+    params = plan_params((1500, 1200), [manifest], settings, tile_px=32, skip_background=False)
+    store.add_job({"id": "j2", "slide_id": "s1", "model": "blur3x3", "params": params})
+    jobs.start(store, settings, "j2")
+    context = multiprocessing.get_context("spawn")
+    for _ in range(settings.max_task_attempts):  # redelivered after each death
+        child = context.Process(target=_run_region_then_die, args=(settings, "j2"))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 137
+    assert 0 not in store.done_regions("j2")
+    with pytest.raises(GaveUp, match="region 0 stopped its worker 3 times"):
+        jobs.run_region(store, settings, "j2", 0)
+    assert jobs.run_region(store, settings, "j2", 1) is False  # other regions still run
+    assert 1 in store.done_regions("j2")

@@ -220,7 +220,7 @@ def _container(upload: Path) -> Literal["tiff", "zip", "video"]:
         head = file.read(16)
     if head[:4] in TIFF_MAGIC:
         return "tiff"
-    if head[:4] == b"PK\x03\x04" or zipfile.is_zipfile(upload):  # a cut zip is InvalidInput
+    if head[:4] == b"PK\x03\x04":  # a zip from its first byte (not a video with one appended)
         return "zip"
     if _video_magic(head) or _ffmpeg_opens(upload):
         return "video"

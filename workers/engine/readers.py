@@ -7,8 +7,8 @@ level-0 (x, y) and a (width, height) in the pixels of the level read, like OpenS
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +37,7 @@ KEPT_PROPERTIES = {
     "openslide.background-color",
 }
 MIN_MPP, MAX_MPP = 0.01, 20.0  # plausible microns per pixel of a microscope image
+CONVERT_BAND_PIXELS = 1_000_000  # plain images are converted to RGB this many pixels at a time
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class ReaderLimits:
 
     max_slide_pixels: int = 2**32 - 1
     max_plain_image_pixels: int = 100_000_000
+    max_pixels_per_byte: float = 1000.0  # of a TIFF, PNG or JPEG file: more is a bomb
 
 
 class SlideReader(Protocol):
@@ -111,6 +113,22 @@ def check_dimensions(width: int, height: int, limit: int) -> None:
         )
 
 
+def check_pixel_density(path: Path, width: int, height: int, limit: float) -> None:
+    """Refuse a file that declares far more pixels than its bytes could encode.
+
+    Image codecs need some bytes per pixel even for a blank image (deflate at most ~1000-fold
+    smaller than 8-bit RGB); a tiny file declaring a huge image is a decompression bomb or a
+    damaged header, and decoding it would take minutes and gigabytes.
+    """
+    size = max(path.stat().st_size, 1)
+    if width * height > limit * size:
+        raise TooLarge(
+            f"{path.name} declares {width} x {height} pixels in {size:,} bytes "
+            f"({width * height / size:,.0f} pixels per byte, more than the {limit:g} a real "
+            "image needs): a decompression bomb or a damaged header"
+        )
+
+
 class OpenSlideReader:
     """SVS, NDPI, MRXS, SCN, Philips, Ventana, generic tiled TIFF, ... through OpenSlide."""
 
@@ -130,10 +148,15 @@ class OpenSlideReader:
             reader="openslide",
             properties={k: v for k, v in props.items() if k in KEPT_PROPERTIES},
         )
+        self.failed = False
 
     def read_region(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         """RGB pixels; transparent (outside the scanned area) becomes white."""
-        rgba = np.asarray(self._slide.read_region(l0_xy, level, size))
+        try:
+            rgba = np.asarray(self._slide.read_region(l0_xy, level, size))
+        except Exception:
+            self.failed = True  # OpenSlide's errors are sticky: every later read would fail
+            raise
         rgb = rgba[..., :3].copy()
         rgb[rgba[..., 3] == 0] = 255
         return rgb
@@ -161,6 +184,8 @@ class TiffReader:
             (lvl.shape[self._axes.index("X")], lvl.shape[self._axes.index("Y")]) for lvl in levels
         ]
         check_dimensions(*dims[0], limits.max_slide_pixels)
+        check_pixel_density(path, *dims[0], limits.max_pixels_per_byte)
+        self.failed = False
         store = series.aszarr()
         opened: Any = zarr.open(store, mode="r")
         self._levels: list[Any] = (
@@ -233,7 +258,11 @@ class TiffReader:
                 index.append(slice(None))
             else:
                 index.append(0)
-        pixels = np.asarray(self._levels[level][tuple(index)])
+        try:
+            pixels = np.asarray(self._levels[level][tuple(index)])
+        except Exception:
+            self.failed = True  # a damaged tile; the file may be replaced before the next read
+            raise
         kept = [a for a in self._axes if a in "YXSC"]
         if "C" in kept and "S" in kept:
             pixels = pixels[..., 0] if kept[-1] == "S" else pixels
@@ -300,15 +329,14 @@ class ImageReader:
     """PNG, JPEG and other single-resolution images, decoded once into memory."""
 
     def __init__(self, path: Path, limits: ReaderLimits) -> None:
-        Image.MAX_IMAGE_PIXELS = None
-        with Image.open(path) as image:
+        max_pixels = min(limits.max_slide_pixels, limits.max_plain_image_pixels)
+        with _open_image(path, max_pixels) as image:
             width, height = image.size
-            check_dimensions(
-                width, height, min(limits.max_slide_pixels, limits.max_plain_image_pixels)
-            )
+            check_dimensions(width, height, max_pixels)
+            check_pixel_density(path, width, height, limits.max_pixels_per_byte)
             dpi = image.info.get("dpi")
             image.load()
-            self._pixels = to_rgb_uint8(np.asarray(_pil_to_array_ready(image)))
+            self._pixels = _decoded_rgb(image)
         mpp = plausible_mpp(25400.0 / float(dpi[0])) if dpi and float(dpi[0]) > 1 else None
         self.info = SlideInfo(
             width=width,
@@ -352,6 +380,21 @@ class ArrayReader:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _decoded_rgb(image: Image.Image) -> np.ndarray:
+    """A loaded image as RGB uint8, converted a band of rows at a time.
+
+    Converting it whole (alpha onto white, then to numpy) held four copies at once: a
+    100-megapixel RGBA PNG took 1.4 GB; by bands it takes the decoded image and the result.
+    """
+    width, height = image.size
+    rgb = np.empty((height, width, 3), np.uint8)
+    rows = max(1, CONVERT_BAND_PIXELS // width)
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(height, top + rows)))
+        rgb[top : top + band.height] = to_rgb_uint8(np.asarray(_pil_to_array_ready(band)))
+    return rgb
 
 
 def _pil_to_array_ready(image: Image.Image) -> Image.Image:
@@ -428,13 +471,23 @@ def open_slide(path: Path, limits: ReaderLimits | None = None) -> SlideReader:
         raise explain(path, exc) from exc
     if reader.info.reader != "pillow":
         check_dimensions(reader.info.width, reader.info.height, limits.max_slide_pixels)
+    if is_tiff:  # SVS, NDPI, generic TIFF, ... (MRXS and DICOM series keep data elsewhere)
+        check_pixel_density(path, reader.info.width, reader.info.height, limits.max_pixels_per_byte)
     return reader
 
 
-@lru_cache(maxsize=4)
-def open_slide_cached(path: str, limits: ReaderLimits) -> SlideReader:
-    """The same reader for repeated reads of a slide within one process."""
-    return open_slide(Path(path), limits)
+def _open_image(path: Path, max_pixels: int) -> Image.Image:
+    """A Pillow image (header read, pixels not yet) under Pillow's bomb guard at our limit."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise TooLarge(
+            f"{path.name} declares more than the limit of {max_pixels:,} pixels, as a "
+            f"decompression bomb would ({exc})"
+        ) from exc
 
 
 def _choose_reader(path: Path, limits: ReaderLimits, is_tiff: bool) -> SlideReader:
@@ -453,7 +506,8 @@ def _choose_reader(path: Path, limits: ReaderLimits, is_tiff: bool) -> SlideRead
     from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as probe:
+        max_pixels = min(limits.max_slide_pixels, limits.max_plain_image_pixels)
+        with _open_image(path, max_pixels) as probe:
             probe.size  # noqa: B018 - parse the header only
     except UnidentifiedImageError as exc:
         raise UnsupportedFormat(
