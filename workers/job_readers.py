@@ -17,7 +17,8 @@ from workers.engine.degraded import DegradedReader, forward_psf
 from workers.engine.frames import read_frame
 from workers.engine.mosaic import MosaicReader
 from workers.engine.reader_cache import open_slide_cached
-from workers.engine.readers import ChannelView, ReaderLimits, SlideReader, TiffReader
+from workers.engine.readers import ReaderLimits, SlideReader
+from workers.engine.tiff_reader import ChannelView, TiffReader
 from workers.layout import job_paths, sequence_paths
 from workers.settings import Settings
 from workers.store import Store

@@ -1,4 +1,4 @@
-"""Slide readers behind one small interface: OpenSlide formats, OME/plain TIFF, plain images.
+"""Slide readers behind one small interface: OpenSlide formats, TIFF (tiff_reader), images.
 
 Every reader returns RGB uint8 arrays (rows, cols, 3) from ``read_region``, which takes
 level-0 (x, y) and a (width, height) in the pixels of the level read, like OpenSlide.
@@ -10,14 +10,14 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import tifffile
 from PIL import Image
 
 from workers.engine import dicom
-from workers.engine.channels import Channel, composite, file_channels, to_uint8, windows
+from workers.engine.channels import Channel
 from workers.engine.read_errors import explain, looks_like_tiff
 from workers.errors import InvalidInput, TooLarge, UnsupportedFormat
 
@@ -142,8 +142,8 @@ class OpenSlideReader:
             height=self._slide.dimensions[1],
             level_dimensions=[(int(w), int(h)) for w, h in self._slide.level_dimensions],
             level_downsamples=[float(d) for d in self._slide.level_downsamples],
-            mpp_x=plausible_mpp(_float_or_none(props.get("openslide.mpp-x"))),
-            mpp_y=plausible_mpp(_float_or_none(props.get("openslide.mpp-y"))),
+            mpp_x=plausible_mpp(positive_float(props.get("openslide.mpp-x"))),
+            mpp_y=plausible_mpp(positive_float(props.get("openslide.mpp-y"))),
             vendor=props.get("openslide.vendor", "unknown"),
             reader="openslide",
             properties={k: v for k, v in props.items() if k in KEPT_PROPERTIES},
@@ -164,165 +164,6 @@ class OpenSlideReader:
     def close(self) -> None:
         """Close the slide."""
         self._slide.close()
-
-
-class TiffReader:
-    """OME-TIFF and plain (tiled or striped, pyramidal or not) TIFF through tifffile."""
-
-    def __init__(self, path: Path, limits: ReaderLimits) -> None:
-        import zarr
-
-        self._tif = tifffile.TiffFile(str(path))
-        series = self._tif.series[0]
-        self._axes = series.axes
-        if "Y" not in self._axes or "X" not in self._axes:
-            raise UnsupportedFormat(f"TIFF series has no Y/X axes (axes {self._axes!r})")
-        _refuse_stacks(path, self._tif)
-        self._channel_axis = _channel_axis(series.axes, series.shape)
-        levels = series.levels
-        dims = [
-            (lvl.shape[self._axes.index("X")], lvl.shape[self._axes.index("Y")]) for lvl in levels
-        ]
-        check_dimensions(*dims[0], limits.max_slide_pixels)
-        check_pixel_density(path, *dims[0], limits.max_pixels_per_byte)
-        self.failed = False
-        store = series.aszarr()
-        opened: Any = zarr.open(store, mode="r")
-        self._levels: list[Any] = (
-            [opened[str(i)] for i in range(len(levels))] if len(levels) > 1 else [opened]
-        )
-        mpp_x, mpp_y = (plausible_mpp(value) for value in _tiff_mpp(self._tif))
-        self._downsamples = [dims[0][0] / d[0] for d in dims]
-        self._max_value = self._estimate_max_value(series.dtype)
-        self.channels = self._fluorescence_channels(series.shape)
-        self.info = SlideInfo(
-            width=dims[0][0],
-            height=dims[0][1],
-            level_dimensions=dims,
-            level_downsamples=self._downsamples,
-            mpp_x=mpp_x,
-            mpp_y=mpp_y,
-            vendor="qptiff" if self._tif.is_qpi else "ome-tiff" if self._tif.is_ome else "tiff",
-            reader="tifffile",
-            channels=tuple(self.channels),
-        )
-
-    def _fluorescence_channels(self, shape: tuple[int, ...]) -> list[Channel]:
-        """The channels of a multi-channel (not RGB) image, windowed from its smallest level."""
-        if self._channel_axis is None:
-            return []
-        count = shape[self._channel_axis]
-        named = file_channels(self._tif, count)
-        smallest = self._levels[-1]
-        if smallest.size > 50_000_000:
-            raise TooLarge("the smallest level of this multi-channel image is too large to window")
-        sample = self._read_native((0, 0), len(self._levels) - 1, smallest.shape[::-1][:2])
-        return [
-            Channel(name, color, window)
-            for (name, color), window in zip(named, windows(sample), strict=True)
-        ]
-
-    def _estimate_max_value(self, dtype: np.dtype) -> float | None:
-        """Display range of >8-bit images from the smallest level's 99.9th percentile."""
-        if np.dtype(dtype) == np.uint8:
-            return None
-        smallest = self._levels[-1]
-        if smallest.size > 50_000_000:
-            return float(np.iinfo(dtype).max) if np.dtype(dtype).kind in "ui" else 1.0
-        return float(np.percentile(np.asarray(smallest[...]), 99.9)) or 1.0
-
-    def read_region(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        """RGB pixels of a box of the level (channels in false colour); other axes at 0."""
-        pixels = self._read_native(l0_xy, level, size)
-        if self.channels:
-            return composite(to_uint8(pixels, self.channels), [c.color for c in self.channels])
-        return to_rgb_uint8(pixels, self._max_value)
-
-    def read_channels(
-        self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]
-    ) -> np.ndarray:
-        """Every fluorescence channel (rows, cols, channels), stretched to uint8 by its window."""
-        return to_uint8(self._read_native(l0_xy, level, size), self.channels)
-
-    def _read_native(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        """(rows, cols, samples or channels) of a box of the level, in the file's type."""
-        downsample = self._downsamples[level]
-        x0, y0 = round(l0_xy[0] / downsample), round(l0_xy[1] / downsample)
-        index: list[int | slice] = []
-        for axis in self._axes:
-            if axis == "Y":
-                index.append(slice(y0, y0 + size[1]))
-            elif axis == "X":
-                index.append(slice(x0, x0 + size[0]))
-            elif axis in "SC":
-                index.append(slice(None))
-            else:
-                index.append(0)
-        try:
-            pixels = np.asarray(self._levels[level][tuple(index)])
-        except Exception:
-            self.failed = True  # a damaged tile; the file may be replaced before the next read
-            raise
-        kept = [a for a in self._axes if a in "YXSC"]
-        if "C" in kept and "S" in kept:
-            pixels = pixels[..., 0] if kept[-1] == "S" else pixels
-            kept.remove("S")
-        order = [kept.index("Y"), kept.index("X")] + [i for i, a in enumerate(kept) if a in "SC"]
-        pixels = np.transpose(pixels, order)
-        return pixels if pixels.ndim == 3 else pixels[..., None]
-
-    def close(self) -> None:
-        """Close the file."""
-        self._tif.close()
-
-
-def _channel_axis(axes: str, shape: tuple[int, ...]) -> int | None:
-    """The axis of two or more fluorescence channels (not RGB samples), if any."""
-    if "C" not in axes or "S" in axes or shape[axes.index("C")] < 2:
-        return None
-    return axes.index("C")
-
-
-class ChannelView:
-    """A multi-channel slide read channel by channel: what restoration runs on."""
-
-    def __init__(self, source: TiffReader) -> None:
-        self.source = source
-        self.info = source.info
-
-    def read_region(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        """Every channel (rows, cols, channels) uint8, windowed."""
-        return self.source.read_channels(l0_xy, level, size)
-
-    def close(self) -> None:
-        """The source stays open (it is shared)."""
-
-
-STACK_AXES = {"T": "time points", "Z": "focal planes", "I": "images", "Q": "images"}
-
-
-def _refuse_stacks(path: Path, tif: tifffile.TiffFile) -> None:
-    """A TIFF of several images of one size is a stack, not a slide: say so, drop none.
-
-    tifffile shows a stack as an axis of the first series (OME, ImageJ, shaped files) or,
-    for pages written one by one, as further series of the same shape.
-    """
-    series = tif.series[0]
-    stacked = [
-        (STACK_AXES[axis], size)
-        for axis, size in zip(series.axes, series.shape, strict=True)
-        if axis in STACK_AXES and size > 1
-    ]
-    alike = sum(1 for other in tif.series if other.shape == series.shape)
-    if alike > 1:
-        stacked.append(("images", alike))
-    if stacked:
-        what, size = stacked[0]
-        raise InvalidInput(
-            f"{path.name} holds a stack of {size} {what} (axes {series.axes}), not one "
-            "slide: upload frames from a scanning microscope with POST /v1/sequences, or "
-            "one image per slide"
-        )
 
 
 class ImageReader:
@@ -418,38 +259,13 @@ def plausible_mpp(value: float | None) -> float | None:
     return value if value is not None and MIN_MPP <= value <= MAX_MPP else None
 
 
-def _float_or_none(value: str | None) -> float | None:
+def positive_float(value: str | None) -> float | None:
+    """A finite positive number read from text, or None."""
     try:
         number = float(value) if value is not None else None
     except ValueError:
         return None
     return number if number and math.isfinite(number) and number > 0 else None
-
-
-def _tiff_mpp(tif: tifffile.TiffFile) -> tuple[float | None, float | None]:
-    """Microns per pixel from OME metadata or the TIFF resolution tags."""
-    if tif.is_ome and tif.ome_metadata:
-        meta = tifffile.xml2dict(tif.ome_metadata).get("OME", {})
-        image = meta.get("Image", {})
-        pixels = (image[0] if isinstance(image, list) else image).get("Pixels", {})
-        return _float_or_none(str(pixels.get("PhysicalSizeX"))), _float_or_none(
-            str(pixels.get("PhysicalSizeY"))
-        )
-    page = tif.pages.first
-    tags = page.tags
-    unit = tags.get("ResolutionUnit")
-    per_um = {2: 25400.0, 3: 10000.0}.get(int(unit.value) if unit else 0)
-    if per_um is None:
-        return None, None
-    xres, yres = tags.get("XResolution"), tags.get("YResolution")
-
-    def mpp(tag: object) -> float | None:
-        if tag is None:
-            return None
-        num, den = tag.value  # type: ignore[attr-defined]
-        return _float_or_none(str(per_um * den / num)) if num else None
-
-    return mpp(xres), mpp(yres)
 
 
 def open_slide(path: Path, limits: ReaderLimits | None = None) -> SlideReader:
@@ -492,6 +308,8 @@ def _open_image(path: Path, max_pixels: int) -> Image.Image:
 
 def _choose_reader(path: Path, limits: ReaderLimits, is_tiff: bool) -> SlideReader:
     import openslide
+
+    from workers.engine.tiff_reader import TiffReader  # it builds on this module's types
 
     if is_tiff and _is_ome_tiff(path):
         return TiffReader(path, limits)
