@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,11 @@ class Settings(BaseSettings):
         default=True,
         description="a starting worker requeues unfinished jobs (needed with the filesystem "
         "broker, which cannot redeliver a killed worker's tasks; Redis redelivers by itself)",
+    )
+    input_deletion: Literal["outputs", "keep", "refuse"] = Field(
+        default="outputs",
+        description="deleting a slide or sequence also deletes the files of the jobs made from "
+        "it (outputs), leaves them (keep), or is refused while any remain (refuse)",
     )
     retention_days: float = Field(
         default=0.0,

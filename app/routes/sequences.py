@@ -20,6 +20,7 @@ from workers import sandbox
 from workers.engine.frames import read_frame
 from workers.engine.readers import ArrayReader, to_rgb_uint8
 from workers.errors import InvalidInput, NotFound, RestoreError
+from workers.input_deletion import delete_input
 from workers.layout import sequence_paths
 from workers.sequence_metadata import SequenceMetadata, check_frames
 from workers.store import new_id
@@ -208,10 +209,9 @@ def frame_tile(sequence_id: str, t: int, level: int, col: int, row: int, svc: Sv
     return deepzoom.tile(_frame(svc, sequence_id, t), level, col, row)
 
 
-@router.delete("/{sequence_id}", status_code=204, responses=errors(404))
+@router.delete("/{sequence_id}", status_code=204, responses=errors(404, 409))
 def delete_sequence(sequence_id: str, svc: Svc) -> Response:
-    """Delete a sequence and its frames (jobs and their outputs stay)."""
+    """Delete a sequence and its files; ``RESTORE_INPUT_DELETION`` decides about outputs."""
     svc.store.get_sequence(sequence_id)
-    svc.store.delete_sequence(sequence_id)
-    shutil.rmtree(sequence_paths(svc.settings, sequence_id).root, ignore_errors=True)
+    delete_input(svc.store, svc.settings, "sequence", sequence_id)
     return Response(status_code=204)

@@ -19,6 +19,7 @@ from app.uploads import StoredUpload, in_client_terms, receive_upload
 from workers import sandbox
 from workers.engine.dzi import DeepZoom
 from workers.errors import InvalidInput, RestoreError, TooLarge
+from workers.input_deletion import delete_input
 from workers.layout import slide_paths
 from workers.store import new_id
 
@@ -199,10 +200,9 @@ def input_tile(slide_id: str, level: int, col: int, row: int, svc: Svc) -> Respo
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 
-@router.delete("/{slide_id}", status_code=204, responses=errors(404))
+@router.delete("/{slide_id}", status_code=204, responses=errors(404, 409))
 def delete_slide(slide_id: str, svc: Svc) -> Response:
-    """Delete a slide and its files (jobs and their outputs stay)."""
+    """Delete a slide and its files; ``RESTORE_INPUT_DELETION`` decides about outputs."""
     svc.store.get_slide(slide_id)
-    svc.store.delete_slide(slide_id)
-    shutil.rmtree(slide_paths(svc.settings, slide_id).root, ignore_errors=True)
+    delete_input(svc.store, svc.settings, "slide", slide_id)
     return Response(status_code=204)

@@ -18,6 +18,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory, test_models: Path) -> Ite
         "RESTORE_MODELS_DIRS": f'["{test_models}"]',
         "RESTORE_REGION_PX": "512",
         "RESTORE_CORS_ORIGINS": '["http://viewer.lan"]',
+        "RESTORE_INPUT_DELETION": "keep",  # the viewer test shows an output whose slide is gone
     }
     server = Server(env, data / "server.log").start()
     yield server

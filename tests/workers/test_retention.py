@@ -163,3 +163,44 @@ def test_command_line_sweeps_once_for_cron(store: Store, settings: Settings) -> 
     )
     assert json.loads(run.stdout) == {"jobs": [old], "slides": [], "sequences": []}
     assert store.get_job(recent)["output_deleted_at"] is None
+
+
+@pytest.mark.parametrize("policy", ["outputs", "keep", "refuse"])
+def test_deleting_a_slide_follows_the_input_deletion_setting(
+    tmp_path: Path, test_models: Path, pyramid_tiff: Path, policy: str
+) -> None:
+    from models.registry import get_model
+    from tests.fixtures import run_job
+    from workers.input_deletion import delete_input
+    from workers.planning import plan_params
+    from workers.sandbox import inspect_upload
+
+    settings = Settings(
+        data_dir=tmp_path, models_dirs=[test_models], region_px=512, input_deletion=policy
+    )
+    store = Store(settings.resolved_database_url)
+    folder = settings.slides_dir / "s1"
+    folder.mkdir(parents=True)
+    inspected = inspect_upload(str(pyramid_tiff), str(folder), (2**32, 10**8, 1000.0), 10**9)
+    record = {"filename": "x.tif", "sha256": "0" * 64, "size_bytes": 1, **inspected}
+    store.add_slide({"id": "s1", **record})
+    manifest = get_model([test_models], "identity").manifest
+    params = plan_params((1500, 1200), [manifest], settings, skip_background=False)
+    for job_id in ("done", "running"):
+        store.add_job({"id": job_id, "slide_id": "s1", "model": "identity", "params": params})
+    run_job(store, settings, "done")
+    store.transition("running", ("queued",), "running")
+    with pytest.raises(Conflict, match="read by running job running"):
+        delete_input(store, settings, "slide", "s1")  # never under an active job
+    store.transition("running", ("running",), "cancelled")
+    output = job_paths(settings, "done").output
+    if policy == "refuse":
+        with pytest.raises(Conflict, match="delete them first"):
+            delete_input(store, settings, "slide", "s1")
+        assert output.exists()
+        return
+    removed = delete_input(store, settings, "slide", "s1")
+    assert not folder.exists()
+    assert output.exists() == (policy == "keep")
+    assert set(removed) == (set() if policy == "keep" else {"done", "running"})  # cancelled too
+    assert (store.get_job("done")["output_deleted_at"] is None) == (policy == "keep")
