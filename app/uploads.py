@@ -6,6 +6,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -51,6 +54,28 @@ def stored_name(filename: str) -> str:
             return f"upload{double}"
     suffix = Path(lower).suffix
     return f"upload{suffix}" if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else "upload"
+
+
+@asynccontextmanager
+async def received_upload(
+    request: Request, folder: Path, upload_dir: Path, max_bytes: int
+) -> AsyncIterator[StoredUpload]:
+    """The request's ``file`` written into ``upload_dir``, for the block to check and use.
+
+    If receiving or the block fails, ``folder`` (the slide's or sequence's) is removed, so
+    nothing of a refused upload stays, and errors name the file as the client named it.
+    """
+    upload_dir.mkdir(parents=True)
+    upload: StoredUpload | None = None
+    try:
+        upload = await receive_upload(request, upload_dir, max_bytes)
+        yield upload
+    except RestoreError as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise in_client_terms(error, upload) from None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def in_client_terms(error: RestoreError, upload: StoredUpload | None) -> RestoreError:

@@ -15,11 +15,11 @@ from app.deps import Services, services
 from app.idempotency import Completer, IdempotencyKey
 from app.openapi import BINARY, errors, file, multipart
 from app.schemas import SequencePublic
-from app.uploads import StoredUpload, in_client_terms, receive_upload
+from app.uploads import received_upload
 from workers import sandbox
 from workers.engine.frames import read_frame
 from workers.engine.readers import ArrayReader, to_rgb_uint8
-from workers.errors import InvalidInput, NotFound, RestoreError
+from workers.errors import InvalidInput, NotFound
 from workers.input_deletion import delete_input
 from workers.layout import sequence_paths
 from workers.sequence_metadata import SequenceMetadata, check_frames
@@ -121,10 +121,8 @@ async def _receive_sequence(
 ) -> SequencePublic:
     """Stream the upload to disk, decode its frames in the sandbox, and record the sequence."""
     paths = sequence_paths(svc.settings, sequence_id)
-    paths.upload_dir.mkdir(parents=True)
-    upload: StoredUpload | None = None
-    try:
-        upload = await receive_upload(request, paths.upload_dir, svc.settings.max_upload_bytes)
+    limit = svc.settings.max_upload_bytes
+    async with received_upload(request, paths.root, paths.upload_dir, limit) as upload:
         metadata = parse_metadata(upload.fields.get(METADATA_FIELD))
         info = await run_in_threadpool(
             svc.sandbox.run,
@@ -136,12 +134,6 @@ async def _receive_sequence(
             timeout_s=svc.settings.sequence_decode_timeout_s,
         )
         check_frames(metadata, info["count"], (info["width"], info["height"]))
-    except RestoreError as error:
-        shutil.rmtree(paths.root, ignore_errors=True)
-        raise in_client_terms(error, upload) from None
-    except BaseException:
-        shutil.rmtree(paths.root, ignore_errors=True)
-        raise
     shutil.rmtree(paths.upload_dir, ignore_errors=True)
     record = svc.store.add_sequence(
         {

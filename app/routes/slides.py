@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -15,10 +14,10 @@ from app.deps import Services, services
 from app.idempotency import Completer, IdempotencyKey
 from app.openapi import BINARY, errors, file, multipart
 from app.schemas import SlidePublic
-from app.uploads import StoredUpload, in_client_terms, receive_upload
+from app.uploads import received_upload
 from workers import sandbox
 from workers.engine.dzi import DeepZoom
-from workers.errors import InvalidInput, RestoreError, TooLarge
+from workers.errors import InvalidInput, TooLarge
 from workers.input_deletion import delete_input
 from workers.layout import slide_paths
 from workers.store import new_id
@@ -111,10 +110,8 @@ async def _receive_slide(
 ) -> SlidePublic:
     """Stream the upload to disk, inspect it in the sandbox, and record the slide."""
     paths = slide_paths(svc.settings, slide_id)
-    paths.upload_dir.mkdir(parents=True)
-    upload: StoredUpload | None = None
-    try:
-        upload = await receive_upload(request, paths.upload_dir, svc.settings.max_upload_bytes)
+    limit = svc.settings.max_upload_bytes
+    async with received_upload(request, paths.root, paths.upload_dir, limit) as upload:
         inspected = await run_in_threadpool(
             svc.sandbox.run,
             sandbox.inspect_upload,
@@ -125,12 +122,6 @@ async def _receive_slide(
             svc.settings.max_zip_ratio,
         )
         info = _with_mpp(inspected["info"], upload.fields.get(MPP_FIELD))
-    except RestoreError as error:
-        shutil.rmtree(paths.root, ignore_errors=True)
-        raise in_client_terms(error, upload) from None
-    except BaseException:
-        shutil.rmtree(paths.root, ignore_errors=True)
-        raise
     record = svc.store.add_slide(
         {
             "id": slide_id,
