@@ -91,6 +91,32 @@ def peak_rss_mb(pid: int) -> tuple[str, float] | None:
     return cmd[:90], int(hwm.split()[1]) / 1024
 
 
+class PeakSampler:
+    """Samples the peak RSS of a server's process tree while in use: ``with PeakSampler(pid)``."""
+
+    def __init__(self, root_pid: int) -> None:
+        self.root_pid = root_pid
+        self.peaks: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            for pid in process_tree(self.root_pid):
+                if (found := peak_rss_mb(pid)) is not None:
+                    old = self.peaks.get(pid, found)
+                    self.peaks[pid] = max(old, found, key=lambda x: x[1])
+            time.sleep(0.2)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=20000)
@@ -109,20 +135,9 @@ def main() -> None:
     )
     env = {"RESTORE_DATA_DIR": str(work / "var"), "RESTORE_MODELS_DIRS": f'["{models}"]'}
     server = Server(env, work / "server.log").start()
-    peaks: dict[int, tuple[str, float]] = {}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            for pid in process_tree(server.process.pid):
-                if (found := peak_rss_mb(pid)) is not None:
-                    peaks[pid] = max(peaks.get(pid, found), found, key=lambda x: x[1])
-            time.sleep(0.2)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    sampler = PeakSampler(server.process.pid)
     try:
-        with httpx.Client(base_url=server.url, timeout=600) as client:
+        with sampler, httpx.Client(base_url=server.url, timeout=600) as client:
             t0 = time.perf_counter()
             slide = upload(client, slide_path).json()
             t_upload = time.perf_counter() - t0
@@ -135,9 +150,8 @@ def main() -> None:
             )
             t_job = time.perf_counter() - t0
     finally:
-        stop.set()
-        sampler.join()
         server.stop()
+    peaks = sampler.peaks
     mpx = args.size**2 / 1e6
     print(
         f"upload + inspection: {t_upload:.1f} s; job {job['state']} in {t_job:.1f} s "

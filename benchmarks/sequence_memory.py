@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.memory_20k import peak_rss_mb, process_tree
+from benchmarks.memory_20k import PeakSampler
 from tests.app.server import Server, wait_for_job
 from tests.scan_simulation import motion_blur, tissue_canvas
 from workers.engine.scan_layout import ScanLayout
@@ -76,20 +75,13 @@ def run(work: Path, rows: int, per_row: int) -> dict[str, float]:
         "RESTORE_MODELS_DIRS": f'["{ZOO_DIR}"]',
     }
     server = Server(env, work / f"server-{per_row}.log").start()
-    peaks: dict[int, tuple[str, float]] = {}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            for pid in process_tree(server.process.pid):
-                if (found := peak_rss_mb(pid)) is not None:
-                    peaks[pid] = max(peaks.get(pid, found), found, key=lambda x: x[1])
-            time.sleep(0.2)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    sampler = PeakSampler(server.process.pid)
     try:
-        with httpx.Client(base_url=server.url, timeout=900) as client, video.open("rb") as f:
+        with (
+            sampler,
+            httpx.Client(base_url=server.url, timeout=900) as client,
+            video.open("rb") as f,
+        ):
             started = time.perf_counter()
             data = {"metadata": json.dumps(metadata)}
             sequence = client.post("/v1/sequences", files={"file": f}, data=data).json()
@@ -98,9 +90,8 @@ def run(work: Path, rows: int, per_row: int) -> dict[str, float]:
             job = wait_for_job(client, job["id"], timeout_s=3600)
             job_s = time.perf_counter() - started - upload_s
     finally:
-        stop.set()
-        sampler.join()
         server.stop()
+    peaks = sampler.peaks
     assert job["state"] == "completed", job["error"]
     roles = {"celery": "worker", "spawn_main": "reader", "-m app": "api"}
     by_role: dict[str, float] = {}
