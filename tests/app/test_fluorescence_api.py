@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,15 +13,14 @@ import tifffile
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from PIL import Image
-from playwright.sync_api import sync_playwright
 from skimage import color, data
 from skimage.transform import resize
 
+from tests.app.browser import chromium_page
 from tests.app.server import Server, wait_for_job
 from workers.settings import ZOO_DIR
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NAMES = ["DAPI", "FITC", "TRITC"]
 QPI = (
     '<?xml version="1.0" encoding="utf-8"?>\r\n<PerkinElmer-QPI-ImageDescription>'
@@ -167,22 +165,12 @@ def test_two_or_four_channels_work_too(client: httpx.Client, server: Server) -> 
 def test_the_viewer_shows_the_channels_in_colour(
     server: Server, restored: dict, tmp_path: Path
 ) -> None:
-    if CHROMIUM is None:
-        pytest.fail("Chromium is not installed (apt-get install chromium)")
     errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        page = browser.new_page(viewport={"width": 1200, "height": 700})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    with chromium_page(errors) as page:
         page.goto(f"{server.url}{restored['viewer_url']}")
         page.wait_for_selector("body[data-ready=true]", timeout=30_000)
         page.wait_for_load_state("networkidle")
         page.screenshot(path=str(tmp_path / "fluorescence.png"))
-        shutil.copy(tmp_path / "fluorescence.png", "/tmp/fluorescence-viewer.png")
-        browser.close()
     assert not errors, errors
     shot = np.asarray(Image.open(tmp_path / "fluorescence.png").convert("RGB"), dtype=float)
     for pane in (shot[120:650, 20:580], shot[120:650, 620:1180]):  # input, output

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import time
 import zipfile
 from collections.abc import Iterator
@@ -18,10 +17,10 @@ import tifffile
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from PIL import Image
-from playwright.sync_api import sync_playwright
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.transform import resize
 
+from tests.app.browser import chromium_page
 from tests.app.server import Server, wait_for_job
 from tests.engine.test_linescan import hematoxylin_image, scan
 from tests.scan_simulation import cut_frames, motion_blur, tissue_canvas
@@ -30,7 +29,6 @@ from workers.engine.scan_layout import ScanLayout
 from workers.settings import ZOO_DIR
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 # A serpentine continuous-stage scan: 3 rows of 5 frames of 256 px, 176 px apart along x,
 # rows 192 px apart, 9 px of motion blur, and a stage error of up to 3 px nobody is told.
@@ -297,16 +295,8 @@ def test_laser_scan_frames_are_served_one_by_one(client: httpx.Client, laser_job
 
 
 def test_the_viewer_steps_through_frames(server: Server, laser_job: dict) -> None:
-    if CHROMIUM is None:
-        pytest.fail("Chromium is not installed (apt-get install chromium)")
     errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        page = browser.new_page(viewport={"width": 1200, "height": 700})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    with chromium_page(errors) as page:
         requested: list[str] = []
         page.on("request", lambda r: requested.append(r.url))
         page.goto(f"{server.url}{laser_job['viewer_url']}")
@@ -317,7 +307,6 @@ def test_the_viewer_steps_through_frames(server: Server, laser_job: dict) -> Non
         page.wait_for_selector("body[data-frame='2']", timeout=10_000)
         page.wait_for_load_state("networkidle")
         label = page.locator("#frame-label").inner_text()
-        browser.close()
     assert not errors, errors
     assert label == "frame 3 / 4"
     assert any(f"/sequences/{laser_job['sequence_id']}/frames/2/" in url for url in requested)

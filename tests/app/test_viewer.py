@@ -1,8 +1,5 @@
 """The viewer page in headless Chromium (Debian's chromium, driven by Playwright)."""
 
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -12,10 +9,10 @@ from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
 from tests import fixtures
+from tests.app.browser import CHROMIUM, PAGE, chromium_page
 from tests.app.server import Server, upload, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def test_viewer_shows_input_and_output_without_console_errors(
@@ -96,25 +93,6 @@ def test_api_docs_render_offline_with_no_external_request(embedded: Server, tmp_
 
 
 MICRO = "\u00b5"
-PAGE = {"width": 1200, "height": 700}
-
-
-@contextmanager
-def chromium_page(errors: list[str]) -> Iterator[Page]:
-    """A 1200 x 700 page in headless Chromium; console errors and exceptions go to ``errors``."""
-    if CHROMIUM is None:
-        pytest.fail("Chromium is not installed (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        page = browser.new_page(viewport=PAGE)
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        try:
-            yield page
-        finally:
-            browser.close()
 
 
 @pytest.fixture(scope="module")
