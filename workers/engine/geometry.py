@@ -59,3 +59,10 @@ class Box:
     def slices(self) -> tuple[slice, slice]:
         """(rows, cols) slices that index this box in an array whose (0, 0) is the origin."""
         return slice(self.y, self.bottom), slice(self.x, self.right)
+
+
+def bounding_box(boxes: list[Box]) -> Box:
+    """The smallest box holding every box of a non-empty list."""
+    x0, y0 = min(b.x for b in boxes), min(b.y for b in boxes)
+    x1, y1 = max(b.right for b in boxes), max(b.bottom for b in boxes)
+    return Box(x0, y0, x1 - x0, y1 - y0)

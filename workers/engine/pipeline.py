@@ -17,8 +17,9 @@ import numpy as np
 
 from workers.engine import omezarr
 from workers.engine.blending import Accumulator, Canvas
-from workers.engine.geometry import Box
+from workers.engine.geometry import Box, bounding_box
 from workers.engine.readers import ArrayReader, SlideReader
+from workers.engine.shared_inputs import SharedInput, merge_sources
 from workers.engine.thumbnails import read_thumbnail, resize
 from workers.engine.tile_source import TileRecord, TileSource, inside_weight
 from workers.engine.tiling import Tile, TileGrid
@@ -161,12 +162,18 @@ def _batches(items: list[Tile], size: int) -> Iterator[list[Tile]]:
 
 
 def _model_calls(
-    group: list[Tile], sources: dict[int, Box | None], batch_size: int, batch_px: int, scale: int
-) -> Iterator[list[Tile]]:
-    """Batches of whole tiles of one size, then each tile with a source box on its own.
+    group: list[Tile],
+    sources: dict[int, Box | None],
+    batch_size: int,
+    batch_px: int,
+    scale: int,
+    halo_px: int,
+) -> Iterator[list[SharedInput]]:
+    """Batches of whole tiles of one size, then the tiles' source boxes, merged where they abut.
 
-    A batch holds at most ``batch_size`` tiles and, past its first tile, at most
-    ``batch_px`` output pixels: a model's memory grows with the pixels it produces.
+    A model call holds at most ``batch_size`` tiles and, past its first tile, at most
+    ``batch_px`` output pixels: a model's memory grows with the pixels it produces. A merged
+    source box holds at most one tile's input plus ``batch_px`` output pixels.
     """
     sizes: dict[tuple[int, int], list[Tile]] = {}
     for tile in group:
@@ -174,10 +181,13 @@ def _model_calls(
             sizes.setdefault((tile.read.width, tile.read.height), []).append(tile)
     for (width, height), same_size in sizes.items():
         fits = batch_px // (width * height * scale * scale)
-        yield from _batches(same_size, max(1, min(batch_size, fits)))
-    for tile in group:
-        if sources[tile.index] is not None:
-            yield [tile]
+        for batch in _batches(same_size, max(1, min(batch_size, fits))):
+            yield [SharedInput(None, (tile.index,)) for tile in batch]
+    boxed = {index: box for index, box in sources.items() if box is not None}
+    if boxed:
+        tile_px = max(tile.core.expand(halo_px).area for tile in group)
+        for shared in merge_sources(boxed, tile_px + batch_px // (scale * scale), halo_px):
+            yield [shared]
 
 
 def restore_region(
@@ -245,10 +255,10 @@ def restore_region_pixels(
     target, reads = region, [t.read for t in tiles]
     if plan.input_in_output:  # only the part the restored tiles reach is read and rewritten
         runs = [t for _, group in groups.values() for t in group]
-        target = _aligned(_bounding_box([t.core for t in runs]), grid.area, region)
+        target = _aligned(bounding_box([t.core for t in runs]), grid.area, region)
         reads = [t.read for t in runs] + [target]
     out_box = grid.output_box(target)
-    union = _bounding_box(reads)
+    union = bounding_box(reads)
     with clock("read"):
         source = TileSource(grid, union, read_padded(reader, union))
     ramp_px = plan.overlay_ramp_px if grid.scale == 1 else None
@@ -263,24 +273,29 @@ def restore_region_pixels(
         for tile in group:
             read = tile.core.expand(halo)
             sources[tile.index] = source.refined(plan.source_box(tile, read), read, plan.grow_px)
-        calls = _model_calls(group, sources, batch_size, batch_px, restorer.scale)
-        for batch in calls:
+        tiles_by_index = {tile.index: tile for tile in group}
+        for call in _model_calls(group, sources, batch_size, batch_px, restorer.scale, halo):
             if should_stop():
                 raise JobCancelled
-            boxes = [sources[t.index] for t in batch]
+            firsts = [tiles_by_index[shared.tiles[0]] for shared in call]
             with clock("restore"):
-                predictions = restorer(source.model_input(batch, halo, boxes))
-            for tile, box, prediction in zip(batch, boxes, predictions, strict=True):
-                restored = source.crop_halo(prediction, halo)
-                used = tile.core if box is None else box.intersect(tile.core) or tile.core
-                if box is not None:
-                    restored = source.place(tile, box, restored)
-                weight = None if box is None else inside_weight(tile.core, used)
-                with clock("blend"):
-                    accumulator.add(grid.output_box(tile.core), restored, weight)
-                with clock("measure"):
-                    records[tile.index] = source.record(tile, used, restored)
-            finished += len(batch)
+                predictions = restorer(
+                    source.model_input(firsts, halo, [shared.box for shared in call])
+                )
+            for shared, prediction in zip(call, predictions, strict=True):
+                output = source.crop_halo(prediction, halo)
+                for index in shared.tiles:
+                    tile, own = tiles_by_index[index], sources[index]
+                    restored, used, weight = output, tile.core, None
+                    if shared.box is not None and own is not None:
+                        used = own.intersect(tile.core) or tile.core
+                        restored = source.place(tile, shared.box, output)
+                        weight = inside_weight(tile.core, used)
+                    with clock("blend"):
+                        accumulator.add(grid.output_box(tile.core), restored, weight)
+                    with clock("measure"):
+                        records[index] = source.record(tile, used, restored)
+                finished += len(shared.tiles)
             progress(finished)
     with clock("blend"):
         if isinstance(accumulator, Canvas):
@@ -364,12 +379,6 @@ def _aligned(box: Box, area: Box, region: Box) -> Box:
     inside = grown.intersect(region)
     assert inside is not None
     return inside
-
-
-def _bounding_box(boxes: list[Box]) -> Box:
-    x0, y0 = min(b.x for b in boxes), min(b.y for b in boxes)
-    x1, y1 = max(b.right for b in boxes), max(b.bottom for b in boxes)
-    return Box(x0, y0, x1 - x0, y1 - y0)
 
 
 def finish_output(
