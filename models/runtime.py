@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,6 +55,14 @@ class OnnxModel:
         self.session = open_session(path, providers, threads)
         self.provider = self.session.get_providers()[0]
         self.sha256 = model.manifest.sha256
+
+    def with_psf(self, psf: tuple[float, float]) -> OnnxModel:
+        """The same known-PSF session told another PSF (one session serves every PSF)."""
+        if not self.psf:
+            raise ValueError(f"{self.manifest.name} was not opened on its known-PSF graph")
+        twin = copy.copy(self)
+        twin.psf = {name: np.asarray([psf], np.float32) for name in self.psf}
+        return twin
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Run the model's first output on an RGB batch of any height and width.
@@ -110,10 +119,11 @@ def _load_cached(
     sha256: str,
     providers: tuple[str, ...],
     threads: int,
-    psf: tuple[float, float] | None,
+    psf_graph: bool = False,
 ) -> OnnxModel:
     from models.registry import discover_one
 
+    psf = (1.0, 1.0) if psf_graph else None  # opens the graph; each caller sets its PSF (with_psf)
     return OnnxModel(discover_one(directory, sha256), list(providers), threads, psf)
 
 
@@ -127,5 +137,9 @@ def load_model(
 
     ``psf`` selects the model's known-PSF graph where it has one (else it is ignored).
     """
-    key = psf if model.manifest.psf_graph is not None else None
-    return _load_cached(str(model.directory), model.manifest.sha256, tuple(providers), threads, key)
+    if psf is None or model.manifest.psf_graph is None:
+        return _load_cached(str(model.directory), model.manifest.sha256, tuple(providers), threads)
+    opened = _load_cached(
+        str(model.directory), model.manifest.sha256, tuple(providers), threads, psf_graph=True
+    )
+    return opened.with_psf(psf)

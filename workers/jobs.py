@@ -238,8 +238,8 @@ def _plan(
 ) -> pipeline.TilePlan:
     """Routed restorers for ``auto``, else the job's chain on every tissue tile."""
     if params["auto"] and blur_map is not None and decisions is not None:
-        routes = {d.route for d in decisions.values() if d.route}
-        restorers = {r: restorer_chain(settings, list(r)) for r in routes}
+        keys = {d.restorer_key for d in decisions.values() if d.route}
+        restorers = {key: restorer_chain(settings, list(key[0]), key[1]) for key in keys}
         rules = RoutingRules(min_confidence=params["min_confidence"])
         cells = cells_from_params(params)
         return RoutedPlan(decisions, restorers, blur_map, cells, rules, input_in_output=True)

@@ -33,6 +33,7 @@ COLUMNS = (
     "confidence",
     "extent_px",
     "model",
+    "motion_psf",
     *(f"{m}_before" for m in MEASURES),
     *(f"{m}_after" for m in MEASURES),
 )
@@ -134,9 +135,18 @@ def tile_rows(
             "model": ("+".join(decision.route) if params["auto"] and decision else chain)
             if record.restored
             else "",
+            "motion_psf": _psf_text(decision.psf) if record.restored and decision else "",
         }
         for name in MEASURES:
             row[f"{name}_before"] = before[name] if before else None
             row[f"{name}_after"] = after[name] if after else None
         rows.append(row)
     return rows
+
+
+def _psf_text(psf: tuple[float, float] | None) -> str:
+    """A known motion PSF as the tile table writes it ("15 px along x"), else empty."""
+    if psf is None:
+        return ""
+    length, along_x = psf
+    return f"{length:g} px along {'x' if along_x else 'y'}"

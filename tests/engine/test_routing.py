@@ -152,7 +152,7 @@ def test_routed_output_replaces_only_blurred_cells_without_a_seam(tmp_path) -> N
     decisions = {t.index: decide_tile(found, cells, t.core, RULES) for t in grid.tiles}
     model = Brighter()
     plan = RoutedPlan(
-        decisions, {("deblur-defocus",): model}, found, cells, RULES, ramp_px=32, grow_px=0
+        decisions, {(("deblur-defocus",), None): model}, found, cells, RULES, ramp_px=32, grow_px=0
     )
     omezarr.create_store(tmp_path / "o.zarr", 768, 512, 256)
     pipeline.restore_region(ArrayReader(image), plan, grid, 0, tmp_path / "o.zarr")
@@ -192,7 +192,7 @@ def test_restoration_reaches_into_partly_blurred_cells_but_not_sharp_tissue(tmp_
     grid = TileGrid(cells.area, tile_px=768, halo_px=16, region_px=768)
     rules = dataclasses.replace(RULES, min_blurred_share=0.1)  # 1/9 of this one big tile
     decisions = {t.index: decide_tile(found, cells, t.core, rules) for t in grid.tiles}
-    plan = RoutedPlan(decisions, {("deblur-defocus",): Brighter()}, found, cells, rules)
+    plan = RoutedPlan(decisions, {(("deblur-defocus",), None): Brighter()}, found, cells, rules)
     omezarr.create_store(tmp_path / "o.zarr", 768, 768, 256)
     pipeline.restore_region(ArrayReader(image), plan, grid, 0, tmp_path / "o.zarr")
     out = omezarr.read_box(tmp_path / "o.zarr", Box(0, 0, 768, 768))

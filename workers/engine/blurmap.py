@@ -90,20 +90,29 @@ class CellGrid:
 
 @dataclass(frozen=True)
 class BlurMap:
-    """Per cell: class (``CLASS_NAMES`` index), confidence in [0, 1], blur extent in px."""
+    """Per cell: class (``CLASS_NAMES`` index), confidence in [0, 1], blur extent in px.
+
+    ``motion_psf`` (rows, cols, 2): the motion PSF (length px, 1.0 along x) of motion cells
+    whose streak axis is clear, NaN elsewhere; None when not measured.
+    """
 
     classes: np.ndarray
     confidence: np.ndarray
     extent: np.ndarray
+    motion_psf: np.ndarray | None = None
 
     def save(self, path: Path) -> None:
         """Write atomically (a redelivered task may write it again)."""
         partial = path.with_suffix(".partial.npz")
-        np.savez(partial, classes=self.classes, confidence=self.confidence, extent=self.extent)
+        arrays = {"classes": self.classes, "confidence": self.confidence, "extent": self.extent}
+        if self.motion_psf is not None:
+            arrays["motion_psf"] = self.motion_psf
+        np.savez(partial, **arrays)  # type: ignore[arg-type]  # numpy types allow_pickle only
         partial.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> BlurMap:
         """Read a saved map."""
         with np.load(path) as data:
-            return cls(data["classes"], data["confidence"], data["extent"])
+            psf = data.get("motion_psf", None)
+            return cls(data["classes"], data["confidence"], data["extent"], psf)

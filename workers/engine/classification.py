@@ -17,6 +17,7 @@ import numpy as np
 from workers.engine import omezarr, sharpness
 from workers.engine.blurmap import CellGrid
 from workers.engine.geometry import Box
+from workers.engine.motion_psf import STREAK_MEASURES, measure_streak
 from workers.engine.pipeline import read_padded
 from workers.engine.readers import SlideReader
 from workers.engine.tissue import TissueMap
@@ -28,11 +29,13 @@ FEATURES = (
     "p_motion",
     "p_mixed",
     "extent",
+    *STREAK_MEASURES,
     *sharpness.MEASURES,
 )
 MIN_CELL_TISSUE = 0.25
 PROBABILITIES = slice(FEATURES.index("p_in_focus"), FEATURES.index("p_mixed") + 1)
 EXTENT = FEATURES.index("extent")
+STREAKS = slice(FEATURES.index(STREAK_MEASURES[0]), FEATURES.index(STREAK_MEASURES[-1]) + 1)
 _SHARPNESS = slice(FEATURES.index(sharpness.MEASURES[0]), None)
 
 
@@ -130,6 +133,8 @@ def classify_block(
             probe = _choose_probe(pixels, union, probe_boxes(cell, probe_px), tissue)
             values[i, j, 0] = fraction
             values[i, j, _SHARPNESS] = list(sharpness.measure(probe).as_dict().values())
+            cell_pixels = pixels[cell.relative_to(union).slices()]
+            values[i, j, STREAKS] = measure_streak(sharpness.grey(cell_pixels))
             probes.append(probe)
             where.append((i, j))
     for start in range(0, len(probes), batch_size):

@@ -37,8 +37,9 @@ from workers.engine.blurmap import (
     BlurMap,
     CellGrid,
 )
-from workers.engine.classification import EXTENT, FEATURES, PROBABILITIES
+from workers.engine.classification import EXTENT, FEATURES, PROBABILITIES, STREAKS
 from workers.engine.geometry import Box
+from workers.engine.motion_psf import patch_psfs, tile_psf
 from workers.engine.pipeline import Restorer
 from workers.engine.tiling import Tile
 
@@ -65,12 +66,21 @@ class RoutingRules:
 
 @dataclass(frozen=True)
 class TileDecision:
-    """What routing found under a tile's core and which models run on it (none: copied)."""
+    """What routing found under a tile's core and which models run on it (none: copied).
+
+    ``psf`` (length px, 1.0 along x): the motion PSF handed to ``deblur-motion``, if known.
+    """
 
     blur_class: int
     confidence: float
     extent_px: float
     route: tuple[str, ...]
+    psf: tuple[float, float] | None = None
+
+    @property
+    def restorer_key(self) -> tuple[tuple[str, ...], tuple[float, float] | None]:
+        """What identifies the tile's restorer: its route and the PSF it is told."""
+        return self.route, self.psf
 
 
 def decide_cells(features: np.ndarray, rules: RoutingRules) -> BlurMap:
@@ -112,7 +122,8 @@ def decide_cells(features: np.ndarray, rules: RoutingRules) -> BlurMap:
     classes = np.where(tissue, classes, BACKGROUND).astype(np.uint8)
     classes = smooth_blur_kinds(classes, confidence)
     extent = np.where(tissue & blurred, np.nan_to_num(features[..., EXTENT]), 0.0)
-    return BlurMap(classes, np.where(tissue, confidence, 0.0).astype(np.float32), extent)
+    psf = patch_psfs(classes, features[..., STREAKS])
+    return BlurMap(classes, np.where(tissue, confidence, 0.0).astype(np.float32), extent, psf)
 
 
 def smooth_blur_kinds(classes: np.ndarray, confidence: np.ndarray) -> np.ndarray:
@@ -158,7 +169,9 @@ def decide_tile(blur_map: BlurMap, cells: CellGrid, core: Box, rules: RoutingRul
         blur_class = MIXED
     extent = float(np.average(blur_map.extent[rows, cols][blurred], weights=areas[blurred]))
     conf = float((areas * confidence)[blurred].sum() / blurred_area)
-    return TileDecision(blur_class, conf, extent, AUTO_ROUTES[blur_class])
+    known_psf = blur_map.motion_psf is not None and blur_class == MOTION
+    psf = tile_psf(blur_map.motion_psf, cells, core) if known_psf else None  # type: ignore[arg-type]
+    return TileDecision(blur_class, conf, extent, AUTO_ROUTES[blur_class], psf)
 
 
 class RoutedPlan:
@@ -176,7 +189,7 @@ class RoutedPlan:
     def __init__(
         self,
         decisions: dict[int, TileDecision],
-        restorers: dict[tuple[str, ...], Restorer],
+        restorers: dict[tuple[tuple[str, ...], tuple[float, float] | None], Restorer],
         blur_map: BlurMap,
         cells: CellGrid,
         rules: RoutingRules,
@@ -193,9 +206,9 @@ class RoutedPlan:
         self.grow_px = cells.cell_px if grow_px is None else grow_px
 
     def restorer_for(self, tile: Tile) -> Restorer | None:
-        """The chain routing chose for the tile, or None."""
-        route = self.decisions[tile.index].route
-        return self.restorers[route] if route else None
+        """The chain routing chose for the tile (told its PSF where known), or None."""
+        decision = self.decisions[tile.index]
+        return self.restorers[decision.restorer_key] if decision.route else None
 
     def source_box(self, tile: Tile, read: Box) -> Box | None:
         """The largest rectangle of blurred cells under the core, within the read box."""

@@ -65,28 +65,29 @@ def detail_ratio_map(pixels: np.ndarray, block_px: int = 32) -> np.ndarray:
 
     Blur has already removed the detail that the coarse smoothing (sigma 2.5 px) removes, so
     the ratio is near 1-2 on blurred tissue and several times higher on sharp tissue, for any
-    stain's contrast. Blocks without texture (grey standard deviation below
-    ``FLAT_STD``: glass, a constant border) get infinity: they are not blurred tissue, and
-    a deblurring model collapses on them. Blocks are whole; a remainder at the right or
-    bottom is left out.
+    stain's contrast. It is taken along x and along y and the lower one kept: a motion
+    streak removes the detail along one axis only, and its block must not read as sharp.
+    Blocks without texture (grey standard deviation below ``FLAT_STD``: glass, a constant
+    border) get infinity: they are not blurred tissue, and a deblurring model collapses on
+    them. Blocks are whole; a remainder at the right or bottom is left out.
     """
     image = grey(pixels)
-    fine = _gradient_energy(ndimage.gaussian_filter(image, PRESMOOTH_SIGMA_PX, mode="reflect"))
-    coarse = _gradient_energy(ndimage.gaussian_filter(image, COARSE_SIGMA_PX, mode="reflect"))
+    light = ndimage.gaussian_filter(image, PRESMOOTH_SIGMA_PX, mode="reflect")
+    heavy = ndimage.gaussian_filter(image, COARSE_SIGMA_PX, mode="reflect")
     rows, cols = image.shape[0] // block_px, image.shape[1] // block_px
     shape = (rows, block_px, cols, block_px)
     crop = (slice(0, rows * block_px), slice(0, cols * block_px))
-    fine_sum = fine[crop].reshape(shape).sum(axis=(1, 3))
-    coarse_sum = coarse[crop].reshape(shape).sum(axis=(1, 3))
-    ratio: np.ndarray = fine_sum / np.maximum(coarse_sum, MIN_VARIANCE)
+    ratios = []
+    for axis in (0, 1):  # a streak removes the detail along one axis only: the lower counts
+        fine = ndimage.sobel(light, axis=axis)[crop] ** 2
+        coarse = ndimage.sobel(heavy, axis=axis)[crop] ** 2
+        fine_sum = fine.reshape(shape).sum(axis=(1, 3))
+        coarse_sum = coarse.reshape(shape).sum(axis=(1, 3))
+        ratios.append(fine_sum / np.maximum(coarse_sum, MIN_VARIANCE))
+    ratio: np.ndarray = np.minimum(*ratios)
     flat = image[crop].reshape(shape).std(axis=(1, 3)) < FLAT_STD
     ratio[flat] = np.inf
     return ratio
-
-
-def _gradient_energy(image: np.ndarray) -> np.ndarray:
-    energy: np.ndarray = ndimage.sobel(image, axis=1) ** 2 + ndimage.sobel(image, axis=0) ** 2
-    return energy
 
 
 def soft_core(
