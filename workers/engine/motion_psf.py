@@ -102,9 +102,11 @@ def patch_psfs(classes: np.ndarray, streaks: np.ndarray) -> np.ndarray:
     patches, count = ndimage.label(classes == MOTION, structure=np.ones((3, 3)))
     for label in range(1, count + 1):
         cells = streaks[patches == label]
-        xx, xy, lag_x, lag_y = (
-            np.nanmean(cells[:, :2], axis=0).tolist() + np.nanmedian(cells[:, 2:], axis=0).tolist()
-        )
+        cells = cells[~np.isnan(cells).any(axis=1)]  # cells called motion only by neighbours
+        if not len(cells):
+            continue
+        xx, xy = cells[:, :2].mean(axis=0).tolist()
+        lag_x, lag_y = np.median(cells[:, 2:], axis=0).tolist()
         angle, anisotropy = streak_axis(xx, xy)
         off_x, off_y = min(angle, 180.0 - angle), abs(angle - 90.0)
         along_x = off_x < off_y
