@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.resolved_database_url)  # creates or upgrades the tables first
     embed = settings.embedded_worker and not args.no_worker
-    supervisor = embedded.supervise(settings.worker_concurrency) if embed else None
+    supervisor = embedded.supervise(settings.resolved_worker_concurrency) if embed else None
     stop = _sweep_in_background(store, settings)
     config = uvicorn.Config("app.main:create_app", factory=True, host=args.host, port=args.port)
     server = _Server(config, supervisor)

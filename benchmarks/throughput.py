@@ -4,25 +4,31 @@ Builds a slide of scikit-image's IHC image mirrored to ``--side`` px square (def
 16.8 Mpx, all tissue), stored as a JPEG-tiled pyramidal TIFF like a scanner's, then
 alternates for ``--rounds`` rounds:
 
-- the bare model: ONNX Runtime alone (the server's session options) on the server's
-  default tile (the manifest's ``tile_px`` plus twice its ``halo_px``), in the server's
-  batches (``tile_batch`` tiles, fewer past ``tile_batch_px`` output pixels), counted
-  in core pixels (``tile_px``^2 per tile) per second;
+- the bare model: ONNX Runtime alone in one process with every core (its limit on this
+  host) on the server's default tile (the manifest's ``tile_px`` plus twice its
+  ``halo_px``), in the server's batches (``tile_batch`` tiles, fewer past
+  ``tile_batch_px`` output pixels), counted in core pixels (``tile_px``^2 per tile) per
+  second;
 - a whole job with that model (default settings: tile, halo, region, classification),
-  run in a child process through the functions the Celery tasks call, one after the
-  other (one worker's work without queueing), which reports its wall time, per-stage
-  seconds, the pixels it fed the model and its peak RSS.
+  run in a child process through the functions the Celery tasks call, phase by phase on
+  a pool of worker processes as Celery's prefork pool runs them (``--processes``; by
+  default the server's own pool on this host, ``RESTORE_WORKER_CONCURRENCY`` 0: one per
+  core, each with its share of the cores as ONNX Runtime threads), without queueing; it
+  reports its wall time, per-stage seconds, the pixels it fed the model and the peak RSS
+  of its processes.
 
 Prints per round and the medians: bare Mpx/s, end-to-end Mpx/s (slide pixels over the job's
 wall time), their ratio, model-input pixels over slide pixels, and peak RSS.
 
     .venv/bin/python benchmarks/throughput.py [--model deblur-defocus] [--side 4096] [--rounds 3]
+        [--processes N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -65,11 +71,8 @@ def bare_mpx_per_s(model: OnnxModel, batch: int, calls: int = 4) -> float:
     return batch * model.tile_px**2 / statistics.median(seconds) / 1e6
 
 
-def run_job(slide: Path, model: str, root: Path) -> dict:
-    """One job in this process; returns its figures (the child side of ``job_in_child``)."""
-    from tests import fixtures
-    from workers.store import Store
-
+def _counting_model_calls() -> dict[str, int]:
+    """Count the pixels fed to generator models in this process (returns the live counter)."""
     fed = {"pixels": 0}
     call = OnnxModel.__call__
 
@@ -79,35 +82,91 @@ def run_job(slide: Path, model: str, root: Path) -> dict:
         return call(self, batch)
 
     OnnxModel.__call__ = counting  # type: ignore[method-assign]
+    return fed
+
+
+_worker: dict = {}
+
+
+def _start_worker(root: str) -> None:
+    """A pool process: its own settings, store and model-call counter, like a Celery child."""
+    from workers.store import Store
+
+    settings = Settings(data_dir=Path(root), models_dirs=[ZOO_DIR])
+    _worker.update(settings=settings, store=Store(settings.resolved_database_url))
+    _worker["fed"] = _counting_model_calls()
+
+
+def _task(kind: str, index: int) -> tuple[int, int, float]:
+    """Run one block, region or hook task: (process id, pixels it fed so far, peak RSS MB)."""
+    from workers import job_hooks, jobs
+
+    run = {"block": jobs.run_block, "region": jobs.run_region, "hooks": job_hooks.run_region}
+    run[kind](_worker["store"], _worker["settings"], "bench", index)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return os.getpid(), _worker["fed"]["pixels"], peak_mb
+
+
+def run_job(slide: Path, model: str, root: Path, processes: int) -> dict:
+    """One job through a pool of ``processes`` workers, as Celery's prefork pool runs it.
+
+    The child side of ``job_in_child``: the job's tasks go to the pool phase by phase
+    (blocks, regions, hooks), each process keeping its model sessions between tasks.
+    """
+    import multiprocessing
+
+    from tests import fixtures
+    from workers import job_hooks, jobs
+    from workers.store import Store
+
     settings = Settings(data_dir=root, models_dirs=[ZOO_DIR])
     root.mkdir(parents=True, exist_ok=True)
     store = Store(settings.resolved_database_url)
     fixtures.add_job(store, settings, slide, "bench", model)
-    started = time.perf_counter()
-    fixtures.run_job(store, settings, "bench")
-    wall = time.perf_counter() - started
+    results: list[tuple[int, int, float]] = []
+    context = multiprocessing.get_context("forkserver")
+    with context.Pool(processes, _start_worker, (str(root),)) as pool:
+        started = time.perf_counter()
+        step = jobs.start(store, settings, "bench")
+        if step.phase == "classify":
+            results += pool.starmap(_task, [("block", i) for i in step.todo], chunksize=1)
+            step = jobs.NextStep("restore", jobs.route(store, settings, "bench"))
+        results += pool.starmap(_task, [("region", i) for i in step.todo], chunksize=1)
+        hooks = job_hooks.todo(store, "bench")
+        results += pool.starmap(_task, [("hooks", i) for i in hooks], chunksize=1)
+        assert jobs.finish(store, settings, "bench", "task")
+        wall = time.perf_counter() - started
     job = store.get_job("bench")
     store.dispose()
+    fed: dict[int, int] = {}
+    for pid, pixels, _ in results:
+        fed[pid] = max(fed.get(pid, 0), pixels)
     width, height = job["params"]["area"][2:]
     return {
         "wall_s": wall,
         "slide_px": width * height,
-        "model_input_px": fed["pixels"],
+        "model_input_px": sum(fed.values()),
         "stages": job["metrics"]["timings"],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": max(rss for _, _, rss in results),
+        "processes": processes,
     }
 
 
-def job_in_child(slide: Path, model: str, root: Path) -> dict:
-    """Run :func:`run_job` in a fresh process, so its peak RSS is the job's own."""
+def job_in_child(slide: Path, model: str, root: Path, processes: int = 0) -> dict:
+    """Run :func:`run_job` in a fresh process, so peak RSS figures are the job's own.
+
+    ``processes`` 0: the server's default worker pool on this host.
+    """
+    processes = processes or Settings().resolved_worker_concurrency
     code = (
         "import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
         "from benchmarks.throughput import run_job; "
-        "print(json.dumps(run_job(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))))"
+        "print(json.dumps(run_job(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), "
+        "int(sys.argv[5]))))"
     )
     repo = str(Path(__file__).resolve().parents[1])
     done = subprocess.run(
-        [sys.executable, "-c", code, repo, str(slide), model, str(root)],
+        [sys.executable, "-c", code, repo, str(slide), model, str(root), str(processes)],
         check=True,
         stdout=subprocess.PIPE,
         text=True,
@@ -121,10 +180,11 @@ def main() -> None:
     parser.add_argument("--model", default="deblur-defocus")
     parser.add_argument("--side", type=int, default=4096)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=0, help="0: the server's default")
     args = parser.parse_args()
     settings = Settings()
     installed = discover([ZOO_DIR])[args.model]
-    model = OnnxModel(installed, settings.ort_providers, settings.ort_threads)
+    model = OnnxModel(installed, settings.ort_providers, threads=0)  # every core: its limit here
     side_out = (model.tile_px + 2 * model.halo_px) * model.scale
     batch = max(1, min(settings.tile_batch, settings.tile_batch_px // side_out**2))
     with tempfile.TemporaryDirectory() as folder:
@@ -137,14 +197,15 @@ def main() -> None:
         bare, e2e, fed = [], [], []
         for k in range(args.rounds):
             bare.append(bare_mpx_per_s(model, batch))
-            job = job_in_child(slide, args.model, root / f"job{k}")
+            job = job_in_child(slide, args.model, root / f"job{k}", args.processes)
             e2e.append(job["slide_px"] / job["wall_s"] / 1e6)
             fed.append(job["model_input_px"] / job["slide_px"])
             stages = stage_line(job["stages"])
             print(
                 f"round {k}: bare {bare[-1]:.3f} Mpx/s, end to end {e2e[-1]:.3f} Mpx/s "
                 f"({job['wall_s']:.1f} s; ratio {e2e[-1] / bare[-1]:.3f}), model input / slide "
-                f"{fed[-1]:.3f}, job peak RSS {job['peak_rss_mb']:.0f} MB; stages (s): {stages}"
+                f"{fed[-1]:.3f}, {job['processes']} processes, peak RSS "
+                f"{job['peak_rss_mb']:.0f} MB per process; stages (s, summed): {stages}"
             )
         ratio = statistics.median(e2e) / statistics.median(bare)
         print(

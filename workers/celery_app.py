@@ -37,7 +37,7 @@ def create_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_time_limit=settings.task_time_limit_s,
         worker_prefetch_multiplier=1,
-        worker_concurrency=settings.worker_concurrency,
+        worker_concurrency=settings.resolved_worker_concurrency,
         worker_hijack_root_logger=False,
         task_serializer="json",
         accept_content=["json"],

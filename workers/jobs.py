@@ -37,7 +37,7 @@ def onnx_model(settings: Settings, name: str, psf: tuple[float, float] | None = 
     from models.runtime import load_model
 
     model = get_model(settings.models_dirs, name)
-    return load_model(model, settings.ort_providers, settings.ort_threads, psf)
+    return load_model(model, settings.ort_providers, settings.resolved_ort_threads, psf)
 
 
 def _classifier(settings: Settings) -> Any:

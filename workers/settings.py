@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers import worker_pool
+
 ZOO_DIR = Path(__file__).resolve().parent.parent / "models" / "zoo"
 
 
@@ -34,7 +36,11 @@ class Settings(BaseSettings):
     embedded_worker: bool = Field(
         default=True, description="`serve` also starts a Celery worker subprocess"
     )
-    worker_concurrency: int = Field(default=1, ge=1)
+    worker_concurrency: int = Field(
+        default=0,
+        ge=0,
+        description="worker processes per worker; 0: one per usable core, as memory allows",
+    )
     resume_jobs_on_worker_start: bool = Field(
         default=True,
         description="a starting worker requeues unfinished jobs (needed with the filesystem "
@@ -67,7 +73,12 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(
         default=15.0, gt=0, description="how often each worker looks for such stalled jobs"
     )
-    ort_threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads; 0=auto")
+    ort_threads: int = Field(
+        default=0,
+        ge=0,
+        description="ONNX Runtime intra-op threads per worker process; 0: the usable cores "
+        "split among the worker processes",
+    )
     ort_providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
         description="ONNX Runtime providers, tried in order",
@@ -164,6 +175,24 @@ class Settings(BaseSettings):
     )
     broker_visibility_timeout_s: int = Field(default=3600)
     task_time_limit_s: int = Field(default=3600)
+
+    @property
+    def resolved_worker_concurrency(self) -> int:
+        """Worker processes per worker: the setting, or one per core as memory allows."""
+        if self.worker_concurrency:
+            return self.worker_concurrency
+        return worker_pool.default_concurrency(
+            worker_pool.usable_cores(), worker_pool.host_memory_mb()
+        )
+
+    @property
+    def resolved_ort_threads(self) -> int:
+        """ONNX Runtime threads per worker process: the setting, or the cores split evenly."""
+        if self.ort_threads:
+            return self.ort_threads
+        return worker_pool.default_threads(
+            worker_pool.usable_cores(), self.resolved_worker_concurrency
+        )
 
     @property
     def resolved_database_url(self) -> str:
