@@ -15,6 +15,7 @@ from workers import job_hooks, job_results, tile_table
 from workers.engine import omezarr, pipeline
 from workers.engine.blurmap import BlurMap
 from workers.engine.classification import BlockFeatures, assemble_features, classify_block
+from workers.engine.motion_psf import with_motion_psfs
 from workers.engine.routing import RoutedPlan, RoutingRules, TileDecision, decide_cells, decide_tile
 from workers.engine.tiling import TileGrid
 from workers.engine.tissue import TissueMap
@@ -153,7 +154,10 @@ def route(store: Store, settings: Settings, job_id: str) -> list[int]:
         np.save(partial, features)
         partial.replace(paths.features)
         rules = RoutingRules(min_confidence=params["min_confidence"])
-        decide_cells(features, rules).save(paths.blur_map)
+        blur_map = decide_cells(features, rules)
+        if params["auto"]:  # routing hands deblur-motion each motion patch's PSF
+            blur_map = with_motion_psfs(blur_map, job_reader(store, settings, job), cells)
+        blur_map.save(paths.blur_map)
     return _regions_todo(store, job_id, len(grid_from_params(params).regions))
 
 

@@ -61,3 +61,25 @@ def test_each_motion_patch_gets_the_median_psf_of_its_cells() -> None:
     cells = CellGrid(Box(0, 0, 6 * 256, 4 * 256), cell_px=256, block_cells=8)
     assert tile_psf(psfs, cells, Box(0, 0, 512, 512)) == (15.0, 1.0)
     assert tile_psf(psfs, cells, Box(1024, 512, 512, 512)) is None
+
+
+def test_the_map_is_given_the_psf_measured_on_its_motion_cells_pixels() -> None:
+    from tests.engine.fakes import ArrayReader
+    from workers.engine.blurmap import BlurMap
+    from workers.engine.motion_psf import with_motion_psfs
+
+    sharp = np.pad(data.immunohistochemistry(), ((0, 0), (0, 512), (0, 0)), "symmetric")
+    image = sharp.copy()
+    streak = deg.convolve(sharp[:, 512:].astype(np.float32) / 255, deg.motion_psf(18.0, 90.0))
+    image[:, 512:] = np.rint(streak * 255).astype(np.uint8)
+    cells = CellGrid(Box(0, 0, 1024, 512), cell_px=256, block_cells=8)
+    classes = np.full(cells.shape, IN_FOCUS, dtype=np.uint8)
+    classes[:, 2:] = MOTION
+    found = with_motion_psfs(
+        BlurMap(classes, np.ones(classes.shape, np.float32), np.zeros(classes.shape)),
+        ArrayReader(image),
+        cells,
+    )
+    assert found.motion_psf is not None
+    assert (found.motion_psf[:, 2:] == (18.0, 0.0)).all()
+    assert np.isnan(found.motion_psf[:, :2]).all()

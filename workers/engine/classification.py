@@ -17,7 +17,6 @@ import numpy as np
 from workers.engine import omezarr, sharpness
 from workers.engine.blurmap import CellGrid
 from workers.engine.geometry import Box
-from workers.engine.motion_psf import STREAK_MEASURES, measure_streak
 from workers.engine.pipeline import read_padded
 from workers.engine.readers import SlideReader
 from workers.engine.tissue import TissueMap
@@ -29,14 +28,11 @@ FEATURES = (
     "p_motion",
     "p_mixed",
     "extent",
-    *STREAK_MEASURES,
     *sharpness.MEASURES,
 )
 MIN_CELL_TISSUE = 0.25
 PROBABILITIES = slice(FEATURES.index("p_in_focus"), FEATURES.index("p_mixed") + 1)
 EXTENT = FEATURES.index("extent")
-MOTION_KIND = 1  # index of p_motion among the blur kinds (defocus, motion, mixed)
-STREAKS = slice(FEATURES.index(STREAK_MEASURES[0]), FEATURES.index(STREAK_MEASURES[-1]) + 1)
 _SHARPNESS = slice(FEATURES.index(sharpness.MEASURES[0]), None)
 
 
@@ -124,7 +120,7 @@ def classify_block(
         copy = np.ascontiguousarray(pixels[: block.height, : block.width])
         omezarr.write_levels(copy_into, block.relative_to(cells.area), copy, levels)
     values = np.full((rows.stop - rows.start, cols.stop - cols.start, len(FEATURES)), np.nan)
-    probes, where, boxes = [], [], []
+    probes, where = [], []
     for i, row in enumerate(range(rows.start, rows.stop)):
         for j, col in enumerate(range(cols.start, cols.stop)):
             cell = cells.cell_box(row, col)
@@ -136,7 +132,6 @@ def classify_block(
             values[i, j, _SHARPNESS] = list(sharpness.measure(probe).as_dict().values())
             probes.append(probe)
             where.append((i, j))
-            boxes.append(cell)
     for start in range(0, len(probes), batch_size):
         chunk = probes[start : start + batch_size]
         batch = np.stack([np.moveaxis(p, 2, 0) for p in chunk]).astype(np.float32) / 255.0
@@ -146,21 +141,7 @@ def classify_block(
         ):
             values[i, j, PROBABILITIES] = p
             values[i, j, EXTENT] = e
-    for (i, j), cell in zip(where, boxes, strict=True):
-        if _motion_ranks_first(values[i, j, PROBABILITIES]):
-            cell_pixels = pixels[cell.relative_to(union).slices()]
-            values[i, j, STREAKS] = measure_streak(sharpness.grey(cell_pixels))
     return BlockFeatures(values)
-
-
-def _motion_ranks_first(probabilities: np.ndarray) -> bool:
-    """Whether motion is the blur kind the classifier ranks highest (what routing calls it).
-
-    Only such cells can be routed as motion, so only they are measured for a streak (the
-    measure costs as much as the three sharpness measures).
-    """
-    blur_kinds = probabilities[1:]
-    return bool(np.argmax(blur_kinds) == MOTION_KIND)
 
 
 def assemble_features(cells: CellGrid, blocks: list[BlockFeatures]) -> np.ndarray:

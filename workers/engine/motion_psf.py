@@ -21,13 +21,17 @@ model input where they abut).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 from scipy import ndimage
 
-from workers.engine.blurmap import MOTION, CellGrid
+from workers.engine.blurmap import MOTION, BlurMap, CellGrid
 from workers.engine.geometry import Box
+from workers.engine.pipeline import read_padded
+from workers.engine.readers import SlideReader
+from workers.engine.sharpness import grey
 
 STREAK_MEASURES = ("tensor_xx", "tensor_xy", "streak_x_px", "streak_y_px")  # measure_streak
 MIN_ANISOTROPY = math.log(1.5)  # log(largest / smallest gradient energy) at least
@@ -102,7 +106,7 @@ def patch_psfs(classes: np.ndarray, streaks: np.ndarray) -> np.ndarray:
     patches, count = ndimage.label(classes == MOTION, structure=np.ones((3, 3)))
     for label in range(1, count + 1):
         cells = streaks[patches == label]
-        cells = cells[~np.isnan(cells).any(axis=1)]  # cells called motion only by neighbours
+        cells = cells[~np.isnan(cells).any(axis=1)]  # cells too small to measure
         if not len(cells):
             continue
         xx, xy = cells[:, :2].mean(axis=0).tolist()
@@ -118,6 +122,19 @@ def patch_psfs(classes: np.ndarray, streaks: np.ndarray) -> np.ndarray:
         ):
             psfs[patches == label] = (round(length / LENGTH_STEP_PX) * LENGTH_STEP_PX, along_x)
     return psfs
+
+
+def with_motion_psfs(blur_map: BlurMap, reader: SlideReader, cells: CellGrid) -> BlurMap:
+    """The map with the PSF of each motion patch, measured on its cells' pixels.
+
+    Only the cells decided as motion are read (a few on most slides), once, when the map
+    is decided.
+    """
+    streaks = np.full((*blur_map.classes.shape, len(STREAK_MEASURES)), np.nan)
+    for row, col in zip(*np.nonzero(blur_map.classes == MOTION), strict=True):
+        pixels = read_padded(reader, cells.cell_box(int(row), int(col)))
+        streaks[row, col] = measure_streak(grey(pixels))
+    return dataclasses.replace(blur_map, motion_psf=patch_psfs(blur_map.classes, streaks))
 
 
 def tile_psf(psfs: np.ndarray, cells: CellGrid, core: Box) -> tuple[float, float] | None:

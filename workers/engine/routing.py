@@ -37,9 +37,9 @@ from workers.engine.blurmap import (
     BlurMap,
     CellGrid,
 )
-from workers.engine.classification import EXTENT, FEATURES, PROBABILITIES, STREAKS
+from workers.engine.classification import EXTENT, FEATURES, PROBABILITIES
 from workers.engine.geometry import Box
-from workers.engine.motion_psf import patch_psfs, tile_psf
+from workers.engine.motion_psf import tile_psf
 from workers.engine.pipeline import Restorer
 from workers.engine.tiling import Tile
 
@@ -122,8 +122,7 @@ def decide_cells(features: np.ndarray, rules: RoutingRules) -> BlurMap:
     classes = np.where(tissue, classes, BACKGROUND).astype(np.uint8)
     classes = smooth_blur_kinds(classes, confidence)
     extent = np.where(tissue & blurred, np.nan_to_num(features[..., EXTENT]), 0.0)
-    psf = patch_psfs(classes, features[..., STREAKS])
-    return BlurMap(classes, np.where(tissue, confidence, 0.0).astype(np.float32), extent, psf)
+    return BlurMap(classes, np.where(tissue, confidence, 0.0).astype(np.float32), extent)
 
 
 def smooth_blur_kinds(classes: np.ndarray, confidence: np.ndarray) -> np.ndarray:
