@@ -67,11 +67,15 @@ def inspect_upload(
 
 
 def decode_sequence(
-    upload: str, sequence_dir: str, max_frames: int, max_frame_pixels: int
+    upload: str,
+    sequence_dir: str,
+    max_frames: int,
+    max_frame_pixels: int,
+    max_pixels_per_byte: float = 1000.0,
 ) -> dict[str, Any]:
     """Decode an uploaded frame sequence into its frame store; write the first frame's thumbnail."""
     paths = SequencePaths(Path(sequence_dir))
-    limits = FrameLimits(max_frames=max_frames, max_frame_pixels=max_frame_pixels)
+    limits = FrameLimits(max_frames, max_frame_pixels, max_pixels_per_byte=max_pixels_per_byte)
     info = ingest_frames(Path(upload), paths.frames, limits)
     first = read_frame(paths.frames, 0)
     image = Image.fromarray(first[..., 0] if first.shape[2] == 1 else first)
