@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q -e '.[worker,test,train]'
 .venv/bin/ruff check .
-.venv/bin/ruff format --check app workers tests/app tests/engine tests/workers
+.venv/bin/ruff format --check app workers tests/app tests/engine tests/workers tests/reliability \
+  tests/security
 .venv/bin/mypy
 .venv/bin/lint-imports
 exec .venv/bin/python -m pytest "$@"

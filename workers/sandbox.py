@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import multiprocessing.connection
+import os
 import pickle
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from workers.layout import SequencePaths, SlidePaths
 from workers.memory_limit import limit_address_space
 
 THUMBNAIL_PX = 1024
+PARENT_POLL_S = 0.5
 Limits = tuple[int, int] | tuple[int, int, float]  # ReaderLimits' fields, in order
 
 
@@ -64,11 +67,15 @@ def inspect_upload(
 
 
 def decode_sequence(
-    upload: str, sequence_dir: str, max_frames: int, max_frame_pixels: int
+    upload: str,
+    sequence_dir: str,
+    max_frames: int,
+    max_frame_pixels: int,
+    max_pixels_per_byte: float = 1000.0,
 ) -> dict[str, Any]:
     """Decode an uploaded frame sequence into its frame store; write the first frame's thumbnail."""
     paths = SequencePaths(Path(sequence_dir))
-    limits = FrameLimits(max_frames=max_frames, max_frame_pixels=max_frame_pixels)
+    limits = FrameLimits(max_frames, max_frame_pixels, max_pixels_per_byte=max_pixels_per_byte)
     info = ingest_frames(Path(upload), paths.frames, limits)
     first = read_frame(paths.frames, 0)
     image = Image.fromarray(first[..., 0] if first.shape[2] == 1 else first)
@@ -167,6 +174,9 @@ class _Child:
 def _serve(conn: multiprocessing.connection.Connection, memory_mb: int) -> None:
     """A child's loop: run each call received, send back its result or its exception."""
     limit_address_space(memory_mb)
+    threading.Thread(
+        target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True
+    ).start()
     while True:
         try:
             function, args = conn.recv()
@@ -180,6 +190,18 @@ def _serve(conn: multiprocessing.connection.Connection, memory_mb: int) -> None:
             conn.send(reply)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             conn.send((False, RuntimeError(f"unreadable result: {exc}")))
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this child once its parent has gone, even in the middle of a call.
+
+    An idle child sees the pipe close; a busy one would decode on for up to its time-out
+    (minutes for a video) after a ``kill -9`` of the API. Not PR_SET_PDEATHSIG: that fires
+    when the parent's *thread* ends, and the API starts children from short-lived threads.
+    """
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 def _portable(exc: BaseException) -> BaseException:

@@ -93,8 +93,9 @@ class Settings(BaseSettings):
     max_pixels_per_byte: float = Field(
         default=1000.0,
         gt=0,
-        description="most pixels a TIFF-based slide, PNG or JPEG may declare per byte of its "
-        "file; more is refused as a decompression bomb or a damaged header",
+        description="most pixels a TIFF-based slide, PNG or JPEG, or all frames of a TIFF or "
+        "zip sequence together, may declare per byte of its file; more is refused as a "
+        "decompression bomb or a damaged header",
     )
     max_unpacked_bytes: int = Field(
         default=50 * 2**30, ge=0, description="most bytes a zip upload may expand to on disk"

@@ -131,6 +131,7 @@ async def _receive_sequence(
             str(paths.root),
             svc.settings.max_sequence_frames,
             svc.settings.max_plain_image_pixels,
+            svc.settings.max_pixels_per_byte,
             timeout_s=svc.settings.sequence_decode_timeout_s,
         )
         check_frames(metadata, info["count"], (info["width"], info["height"]))

@@ -1,6 +1,8 @@
 import io
 import random
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import av
@@ -216,3 +218,24 @@ def test_a_video_with_a_zip_of_frames_appended_is_read_as_the_video(
     assert zipfile.is_zipfile(polyglot)
     info = ingest_frames(polyglot, tmp_path / "frames.zarr")
     assert (info.container, info.count) == ("video", 4)
+
+
+def test_pages_sharing_one_tiny_strip_are_refused_as_a_bomb(tmp_path: Path) -> None:
+    """64 pages of 4096 x 4096 in 25 KB were accepted, and their job ran for hours."""
+    side, pages = 4096, 64
+    block = zlib.compress(bytes(side * side), 9)
+    tags = [(256, 4, 1, side), (257, 4, 1, side), (258, 3, 1, 8), (259, 3, 1, 8)]
+    tags += [(262, 3, 1, 1), (273, 4, 1, 8), (277, 3, 1, 1), (278, 4, 1, side)]
+    tags += [(279, 4, 1, len(block))]
+    ifd_bytes, start = 2 + 12 * len(tags) + 4, 8 + len(block)
+    ifds = b"".join(
+        struct.pack("<H", len(tags))
+        + b"".join(struct.pack("<HHII", *tag) for tag in tags)
+        + struct.pack("<I", start + (page + 1) * ifd_bytes if page < pages - 1 else 0)
+        for page in range(pages)
+    )
+    upload = tmp_path / "pages.tif"
+    upload.write_bytes(b"II*\x00" + struct.pack("<I", start) + block + ifds)
+    with pytest.raises(TooLarge, match="over 1000 per byte of the upload: a decompression bomb"):
+        ingest_frames(upload, tmp_path / "store")
+    assert not (tmp_path / "store").exists()

@@ -234,3 +234,19 @@ def test_a_plain_image_is_converted_without_whole_image_copies(tmp_path: Path) -
     peak = int(done.stdout) * 1024 / pixels.nbytes
     print(f"peak memory while reading: {peak:.2f} x the decoded RGBA image")
     assert peak < 2.2
+
+
+def test_a_tiff_declaring_huge_tiles_is_refused_before_openslide_allocates_one(
+    tmp_path: Path, pyramid_tiff: Path
+) -> None:
+    """OpenSlide's failed 16 GiB tile allocation aborted the process (found by the corpus)."""
+    path = tmp_path / "tiles.tif"
+    data = bytearray(pyramid_tiff.read_bytes())
+    with tifffile.TiffFile(pyramid_tiff) as tif:
+        for tag in ("TileWidth", "TileLength"):
+            entry = tif.pages.first.tags[tag]
+            assert entry.dtype == 4, entry.dtype  # LONG: room for 65536
+            struct.pack_into("<I", data, entry.valueoffset, 65536)
+    path.write_bytes(bytes(data))
+    with pytest.raises(TooLarge, match="tiles of 65536 x 65536 pixels"):
+        open_slide(path)

@@ -21,7 +21,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import chain
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -64,6 +64,8 @@ class FrameLimits:
     max_frame_pixels: int = 100_000_000
     max_frame_bytes: int = 2**30  # one zip entry, uncompressed
     max_total_bytes: int = 64 * 2**30  # all frames decoded; also a zip's entries uncompressed
+    max_pixels_per_byte: float = 1000.0  # of a TIFF or zip upload (not video): more is a bomb
+    max_total_pixels: int | None = None  # set from the above and the upload's size
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,9 @@ def ingest_frames(upload: Path, store: Path, limits: FrameLimits = FrameLimits()
     """
     try:
         container = _container(upload)
+        if container != "video":  # codecs may store a still scene in next to nothing
+            density = limits.max_pixels_per_byte * upload.stat().st_size
+            limits = replace(limits, max_total_pixels=int(density))
         rate_hz = _video_rate(upload) if container == "video" else None
         read = {"tiff": _tiff_frames, "zip": _zip_frames, "video": _video_frames}[container]
         first, count = _write(lambda: read(upload, limits), store, limits)
@@ -160,13 +165,20 @@ def _create(store: Path, frame_shape: tuple[int, ...]) -> zarr.Array[Any]:
 def _checked(frames: Iterator[Frame], limits: FrameLimits) -> Generator[np.ndarray, None, None]:
     """Frames as (h, w, c) in their decoded dtype, all alike and within ``limits``."""
     first: np.ndarray | None = None
-    total_bytes = 0
+    total_bytes = total_pixels = 0
     for index, (name, pixels) in enumerate(frames):
         frame = _as_hwc(index, name, pixels)
         first = frame if first is None else first
         _check_alike(index, name, frame, first)
         _check_pixels(frame.shape[1], frame.shape[0], limits, _label(index, name))
         total_bytes += frame.nbytes
+        total_pixels += frame.shape[0] * frame.shape[1]
+        if limits.max_total_pixels is not None and total_pixels > limits.max_total_pixels:
+            raise TooLarge(
+                f"the frames decode to more than {limits.max_total_pixels:,} pixels, over "
+                f"{limits.max_pixels_per_byte:g} per byte of the upload: a decompression bomb "
+                "or a damaged header"
+            )
         if index >= limits.max_frames:
             raise TooLarge(f"the sequence holds more than {limits.max_frames} frames")
         if total_bytes > limits.max_total_bytes:

@@ -38,6 +38,7 @@ KEPT_PROPERTIES = {
 }
 MIN_MPP, MAX_MPP = 0.01, 20.0  # plausible microns per pixel of a microscope image
 CONVERT_BAND_PIXELS = 1_000_000  # plain images are converted to RGB this many pixels at a time
+MAX_TILE_PIXELS = 4096 * 4096  # slides use tiles of 256 to 1024 px; OpenSlide allocates a whole one
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,23 @@ def check_dimensions(width: int, height: int, limit: int) -> None:
         raise TooLarge(
             f"slide declares {width} x {height} pixels, more than the limit of {limit} pixels"
         )
+
+
+def check_tile_size(path: Path) -> None:
+    """Refuse a TIFF declaring tiles larger than MAX_TILE_PIXELS.
+
+    OpenSlide allocates a whole tile at once (4 bytes a pixel), and where that fails GLib
+    aborts the process rather than raise: a 70 KB TIFF declaring 65536 x 65536 px tiles
+    killed its reader.
+    """
+    with tifffile.TiffFile(str(path)) as tif:
+        for index, page in enumerate(tif.pages):
+            width, height = getattr(page, "tilewidth", 0), getattr(page, "tilelength", 0)
+            if width * height > MAX_TILE_PIXELS:
+                raise TooLarge(
+                    f"{path.name} declares tiles of {width} x {height} pixels (image {index}), "
+                    f"more than the {MAX_TILE_PIXELS:,} pixels a slide's tile may hold"
+                )
 
 
 def check_pixel_density(path: Path, width: int, height: int, limit: float) -> None:
@@ -315,6 +333,8 @@ def _choose_reader(path: Path, limits: ReaderLimits, is_tiff: bool) -> SlideRead
         return TiffReader(path, limits)
     vendor = openslide.OpenSlide.detect_format(str(path))
     if vendor is not None:
+        if is_tiff:
+            check_tile_size(path)
         return OpenSlideReader(path)
     if is_tiff:
         return TiffReader(path, limits)

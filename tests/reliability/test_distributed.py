@@ -1,4 +1,4 @@
-"""Distributed mode: Redis broker, PostgreSQL job state, separate workers; a worker is killed."""
+"""Distributed mode (Redis, PostgreSQL): workers killed, added or restarted; the broker lost."""
 
 import os
 import signal
@@ -15,10 +15,15 @@ import redis
 
 from tests.app.server import Server, start_slow_job, start_worker, upload, wait_for_job
 from tests.app.test_api import openslide_pixels, read_output
+from tests.reliability.redis_server import RedisServer
 from tests.workers.test_store import postgres_url  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REDIS_URL = "redis://127.0.0.1:6379/7"
+# read at import: the suite's autouse fixture clears RESTORE_* variables before each test
+SCALE_OUT_TRIALS = int(os.environ.get("SCALE_OUT_TRIALS", "10"))
+BROKER_OUTAGE_S = 3.0
+RESUMED_WITHIN_S = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +106,7 @@ def test_adding_or_restarting_workers_never_fails_or_doubles_a_job(
     api: Server, distributed_env, pyramid_tiff
 ) -> None:
     """Scale-out: a worker added or restarted mid-job leaves the running job to its owner."""
-    trials = int(os.environ.get("RESTORE_SCALE_OUT_TRIALS", "4"))
+    trials = SCALE_OUT_TRIALS
     logs = Path(distributed_env["RESTORE_LOG_DIR"])
     workers = [start_worker(distributed_env, logs / "first-worker.log", concurrency=2)]
     reference = openslide_pixels(pyramid_tiff)
@@ -141,13 +146,20 @@ def test_adding_or_restarting_workers_never_fails_or_doubles_a_job(
 
 
 def test_a_job_whose_tasks_the_broker_lost_is_resumed(
-    api: Server, distributed_env, pyramid_tiff
+    distributed_env, pyramid_tiff, tmp_path: Path
 ) -> None:
-    """Redis loses its data mid-job: a worker's reconciler requeues what the store says is left."""
-    env = {**distributed_env, "RESTORE_JOB_LEASE_S": "5", "RESTORE_RECONCILE_INTERVAL_S": "5"}
-    worker = start_worker(env, Path(distributed_env["RESTORE_LOG_DIR"]) / "lost.log", 1)
+    """Redis is killed mid-job and comes back empty: a worker's reconciler requeues the rest."""
+    broker = RedisServer(tmp_path).start()
+    env = {
+        **distributed_env,
+        "RESTORE_BROKER_URL": broker.url,
+        "RESTORE_JOB_LEASE_S": "5",
+        "RESTORE_RECONCILE_INTERVAL_S": "5",
+    }
+    server = Server(env, tmp_path / "api.log").start(wait_for_worker=False)
+    worker = start_worker(env, tmp_path / "worker.log", 1)
     try:
-        with httpx.Client(base_url=api.url, timeout=60) as client:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
             deadline = time.time() + 60
             while client.get("/health").status_code != 200:
                 assert time.time() < deadline
@@ -156,12 +168,21 @@ def test_a_job_whose_tasks_the_broker_lost_is_resumed(
             job = start_slow_job(client, slide["id"], model="identity")
             while client.get(f"/v1/jobs/{job['id']}").json()["progress"]["tiles_done"] < 1:
                 time.sleep(0.05)
-            redis.Redis.from_url(REDIS_URL).flushdb()  # every queued task is gone
-            lost_at = time.time()
+            broker.kill()  # every queued task is gone
+            time.sleep(BROKER_OUTAGE_S)
+            broker.start()
+            returned_at = time.time()
+            assert redis.Redis.from_url(broker.url).dbsize() == 0  # it came back empty
             done = wait_for_job(client, job["id"], timeout_s=180)
-            print(f"broker data lost: the job completed {time.time() - lost_at:.0f} s later")
+            after_s = time.time() - returned_at
+            print(f"broker data lost: the job completed {after_s:.1f} s after the broker's return")
             assert done["state"] == "completed", done["error"]
-            assert np.array_equal(read_output(api, done)[0], openslide_pixels(pyramid_tiff))
+            assert after_s <= RESUMED_WITHIN_S
+            assert done["progress"]["regions_done"] == done["progress"]["regions_total"]
+            assert np.array_equal(read_output(server, done)[0], openslide_pixels(pyramid_tiff))
+        assert f"resuming running job {job['id']}" in (tmp_path / "worker.log").read_text()
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+        server.stop()
+        broker.stop()
