@@ -326,7 +326,7 @@ def claim_finish(
     store: Store, settings: Settings, job_id: str, task_id: str, takeover: bool = False
 ) -> bool:
     """Move a running job to finalizing for ``task_id``; False when another task holds it."""
-    claim = {"finalizer": task_id, "finalizer_at": time.time()}
+    claim: dict[str, Any] = {"finalizer": task_id, "finalizer_at": time.time()}
     if store.transition(job_id, ("running",), "finalizing", **claim):
         return True
     job = store.get_job(job_id)

@@ -165,6 +165,18 @@ idempotency_keys = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False, index=True),
 )
 
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    sa.Column("actor", sa.String(64), nullable=False, doc="API key id, OIDC subject or system"),
+    sa.Column("tenant", sa.String(64)),
+    sa.Column("action", sa.String(32), nullable=False, index=True, doc="e.g. job.completed"),
+    sa.Column("object_id", sa.String(64), doc="the slide, sequence, job or key concerned"),
+    sa.Column("detail", sa.String(200), doc="never PHI: a state, a file kind, a reason"),
+)
+
 workers_seen = sa.Table(
     "workers",
     metadata,
@@ -241,6 +253,9 @@ class Store:
         metadata.create_all(self.engine)
         _add_missing_columns(self.engine)
         _allow_null_slide(self.engine)
+        from workers import audit  # it reads this module's tables
+
+        audit.make_append_only(self.engine)
 
     def dispose(self) -> None:
         """Close pooled connections (after a fork, or at shutdown)."""
@@ -306,7 +321,9 @@ class Store:
             conn.execute(sequences.delete().where(sequences.c.id == sequence_id))
 
     # jobs
-    def add_job(self, record: dict[str, Any], guard: Guard | None = None) -> dict[str, Any]:
+    def add_job(
+        self, record: dict[str, Any], guard: Guard | None = None, actor: str = "system"
+    ) -> dict[str, Any]:
         """Insert a queued job and return it.
 
         ``guard`` runs first in the same transaction (it records an idempotency key); when it
@@ -317,6 +334,8 @@ class Store:
             if guard is not None:
                 guard(conn)
             conn.execute(jobs.insert().values(**record))
+            event = {"at": record["created_at"], "actor": actor, "action": "job.queued"}
+            conn.execute(audit_events.insert().values(object_id=record["id"], **event))
         return self.get_job(record["id"])
 
     def get_job(self, job_id: str) -> dict[str, Any]:
@@ -378,16 +397,29 @@ class Store:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(**fields))
 
     def transition(
-        self, job_id: str, from_states: tuple[str, ...], to_state: str, **fields: Any
+        self,
+        job_id: str,
+        from_states: tuple[str, ...],
+        to_state: str,
+        *,
+        actor: str = "system",
+        **fields: Any,
     ) -> bool:
-        """Atomically move a job between states; False when it was in none of ``from_states``."""
+        """Atomically move a job between states; False when it was in none of ``from_states``.
+
+        The change is written to the audit log in the same transaction, as done by ``actor``.
+        """
         query = (
             jobs.update()
             .where(jobs.c.id == job_id, jobs.c.state.in_(from_states))
             .values(state=to_state, active_at=time.time(), **fields)
         )
         with self.engine.begin() as conn:
-            return conn.execute(query).rowcount == 1
+            if conn.execute(query).rowcount != 1:
+                return False
+            event = {"at": time.time(), "actor": actor, "action": f"job.{to_state}"}
+            conn.execute(audit_events.insert().values(object_id=job_id, **event))
+            return True
 
     def merge_timings(self, job_id: str, **timings: float) -> None:
         """Add named durations (seconds) to a job's timings."""
