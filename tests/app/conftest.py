@@ -27,5 +27,5 @@ def embedded(tmp_path_factory: pytest.TempPathFactory, test_models: Path) -> Ite
 
 @pytest.fixture
 def client(embedded: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+    with embedded.client() as client:
         yield client

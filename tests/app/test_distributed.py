@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import redis
@@ -56,7 +55,7 @@ def test_job_survives_a_killed_worker_process(api: Server, distributed_env, pyra
     log = Path(distributed_env["RESTORE_LOG_DIR"]) / f"worker-{uuid.uuid4().hex[:6]}.log"
     worker = start_worker(distributed_env, log, concurrency=2)
     try:
-        with httpx.Client(base_url=api.url, timeout=60) as client:
+        with api.client(timeout=60) as client:
             deadline = time.time() + 60
             while client.get("/health").status_code != 200:
                 assert time.time() < deadline, log.read_text()[-2000:]
@@ -86,12 +85,12 @@ def test_job_survives_a_killed_worker_process(api: Server, distributed_env, pyra
 
 
 def test_jobs_survive_an_api_restart(api: Server, distributed_env) -> None:
-    with httpx.Client(base_url=api.url, timeout=30) as client:
+    with api.client(timeout=30) as client:
         before = client.get("/v1/jobs").json()
     assert before
     api.stop()
     api.start(wait_for_worker=False)
-    with httpx.Client(base_url=api.url, timeout=30) as client:
+    with api.client(timeout=30) as client:
         after = client.get("/v1/jobs").json()
     assert [j["id"] for j in after] == [j["id"] for j in before]
     assert [j["state"] for j in after] == [j["state"] for j in before]
@@ -107,7 +106,7 @@ def test_adding_or_restarting_workers_never_fails_or_doubles_a_job(
     reference = openslide_pixels(pyramid_tiff)
     outcomes = []
     try:
-        with httpx.Client(base_url=api.url, timeout=60) as client:
+        with api.client(timeout=60) as client:
             deadline = time.time() + 60
             while client.get("/health").status_code != 200:
                 assert time.time() < deadline
@@ -147,7 +146,7 @@ def test_a_job_whose_tasks_the_broker_lost_is_resumed(
     env = {**distributed_env, "RESTORE_JOB_LEASE_S": "5", "RESTORE_RECONCILE_INTERVAL_S": "5"}
     worker = start_worker(env, Path(distributed_env["RESTORE_LOG_DIR"]) / "lost.log", 1)
     try:
-        with httpx.Client(base_url=api.url, timeout=60) as client:
+        with api.client(timeout=60) as client:
             deadline = time.time() + 60
             while client.get("/health").status_code != 200:
                 assert time.time() < deadline

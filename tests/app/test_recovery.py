@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -23,7 +22,7 @@ def test_job_completes_after_the_server_is_killed_and_restarted(
     }
     server = Server(env, tmp_path / "server.log").start()
     try:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
+        with server.client(timeout=60) as client:
             slide = upload(client, pyramid_tiff).json()
             job = start_slow_job(client, slide["id"])
             job_id = job["id"]
@@ -32,7 +31,7 @@ def test_job_completes_after_the_server_is_killed_and_restarted(
         assert job["state"] == "running"
         server.kill()
         server.start()
-        with httpx.Client(base_url=server.url, timeout=60) as client:
+        with server.client(timeout=60) as client:
             done = wait_for_job(client, job_id, timeout_s=300)
         assert done["state"] == "completed", done["error"]
         assert done["progress"]["tiles_done"] == done["progress"]["tiles_total"]

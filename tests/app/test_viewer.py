@@ -20,7 +20,7 @@ def test_viewer_shows_input_and_output_without_console_errors(
 ) -> None:
     if CHROMIUM is None:
         pytest.fail("Chromium is not installed (apt-get install chromium)")
-    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+    with embedded.client(timeout=60) as client:
         slide = upload(client, pyramid_tiff).json()
         created = client.post("/v1/jobs", json={"slide_id": slide["id"], "model": "blur3x3"})
         job = wait_for_job(client, created.json()["id"])
@@ -98,7 +98,7 @@ MICRO = "\u00b5"
 @pytest.fixture(scope="module")
 def upscaled(embedded: Server, pyramid_tiff: Path) -> dict:
     """A completed x2 job on part of a 0.5 um/px slide: its output has 0.25 um pixels."""
-    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+    with embedded.client(timeout=60) as client:
         slide = upload(client, pyramid_tiff, "upscaled.tif").json()
         body = {"slide_id": slide["id"], "model": "nearest-x2", "region": [0, 0, 768, 512]}
         created = client.post("/v1/jobs", json=body)
@@ -164,7 +164,7 @@ def test_a_job_started_from_the_form_runs_to_completion(
     assert refused.endswith("(invalid_input)"), refused
     # the browser logs the refused POST; nothing else may fail
     assert all("status of 422" in e for e in errors), errors
-    job = httpx.get(f"{embedded.url}/v1/jobs/{job_id}", timeout=30).json()
+    job = httpx.get(f"{embedded.url}/v1/jobs/{job_id}", headers=embedded.headers, timeout=30).json()
     assert job["state"] == "completed" and job["model"] == "blur3x3"
     assert job["slide_id"] == upscaled["slide_id"] and job["params"]["area"] == [600, 300, 384, 256]
 
@@ -224,7 +224,7 @@ def test_the_scale_bar_shows_microns_and_follows_the_zoom(
 def test_a_job_whose_slide_was_deleted_shows_its_output_alone(
     embedded: Server, pyramid_tiff: Path, tmp_path: Path
 ) -> None:
-    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+    with embedded.client(timeout=60) as client:
         slide = upload(client, pyramid_tiff, "deleted.tif").json()
         body = {"slide_id": slide["id"], "model": "blur3x3", "region": [256, 256, 768, 512]}
         job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"])
@@ -264,7 +264,7 @@ def test_no_scale_bar_where_the_pixel_size_is_unknown(embedded: Server, tmp_path
     path = fixtures.write_pyramid_tiff(  # 72 dpi: an image editor's default, not a pixel size
         tmp_path / "no-mpp.tif", fixtures.tissue_image(512, 768), mpp=25400 / 72
     )
-    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+    with embedded.client(timeout=60) as client:
         slide = upload(client, path).json()
         body = {"slide_id": slide["id"], "model": "blur3x3"}
         job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"])
