@@ -294,9 +294,6 @@ class KeyCreate(BaseModel):
     scopes: list[Scope] = Field(
         min_length=1, description="read (GET), submit (also POST and DELETE), admin (also keys)"
     )
-    tenant: str | None = Field(
-        default=None, max_length=32, description="the caller's own (the default); no other"
-    )
     expires_in_days: float | None = Field(
         default=None, gt=0, le=36500, description="none: the key does not expire"
     )

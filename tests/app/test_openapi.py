@@ -122,6 +122,8 @@ def run_schemathesis(server: Server, config: Path, tmp_path: Path, *selection: s
         "--request-timeout",
         "30",
         "--no-color",
+        "--header",
+        f"X-API-Key: {server.key}",
         *selection,
     ]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
