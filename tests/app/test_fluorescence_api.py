@@ -164,7 +164,7 @@ def test_the_viewer_shows_the_channels_in_colour(
     server: Server, restored: dict, tmp_path: Path
 ) -> None:
     errors: list[str] = []
-    with chromium_page(errors) as page:
+    with chromium_page(errors, server.key) as page:
         page.goto(f"{server.url}{restored['viewer_url']}")
         page.wait_for_selector("body[data-ready=true]", timeout=30_000)
         page.wait_for_load_state("networkidle")

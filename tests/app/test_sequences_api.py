@@ -294,7 +294,7 @@ def test_laser_scan_frames_are_served_one_by_one(client: httpx.Client, laser_job
 
 def test_the_viewer_steps_through_frames(server: Server, laser_job: dict) -> None:
     errors: list[str] = []
-    with chromium_page(errors) as page:
+    with chromium_page(errors, server.key) as page:
         requested: list[str] = []
         page.on("request", lambda r: requested.append(r.url))
         page.goto(f"{server.url}{laser_job['viewer_url']}")
