@@ -35,6 +35,16 @@ ERRORS = {
 BINARY = {"type": "string", "format": "binary"}
 FASTAPI_422 = "#/components/schemas/HTTPValidationError"
 FASTAPI_SCHEMAS = ("HTTPValidationError", "ValidationError")
+REFUSAL_HEADERS = {
+    401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+    429: {
+        "Retry-After": {
+            "required": True,
+            "description": "seconds until the key may send again",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
 SECURITY_SCHEMES = {
     "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     "Bearer": {"type": "http", "scheme": "bearer", "description": "an API key or OIDC token"},
@@ -103,11 +113,10 @@ def _own_422(document: dict[str, Any]) -> None:
 def _secured(document: dict[str, Any]) -> None:
     """Name the key schemes on every protected operation, with its 401, 403 and 429."""
     document["components"]["securitySchemes"] = SECURITY_SCHEMES
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
     refused = {
-        str(code): {
-            "description": ERRORS[code],
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
-        }
+        str(code): {"description": ERRORS[code], "content": body}
+        | ({"headers": REFUSAL_HEADERS[code]} if code in REFUSAL_HEADERS else {})
         for code in (401, 403, 429)
     }
     for path, operations in document["paths"].items():

@@ -20,6 +20,7 @@ from workers.errors import InvalidInput, NotFound
 from workers.store import Store, api_keys
 
 PREFIX = "rsk_"
+NAME_MAX = 128
 SCOPES = ("read", "submit", "admin")
 IMPLIED = {"read": {"read"}, "submit": {"read", "submit"}, "admin": {"read", "submit", "admin"}}
 TENANT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
@@ -57,6 +58,8 @@ class ApiKeys:
         self, name: str, scopes: list[str], tenant: str, expires_in_days: float | None = None
     ) -> tuple[dict[str, Any], str]:
         """A new key: (its record without the hash, the full key to hand over once)."""
+        if not 0 < len(name) <= NAME_MAX:
+            raise InvalidInput(f"a key's name has 1 to {NAME_MAX} characters")
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown or not scopes:
             raise InvalidInput(f"scopes must be some of {', '.join(SCOPES)} (got {unknown})")

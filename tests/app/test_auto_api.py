@@ -14,6 +14,7 @@ from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from tests import fixtures
+from tests.app.browser import seed_key
 from tests.app.server import Server, upload, wait_for_job, zarr_nodes
 from workers.settings import ZOO_DIR
 
@@ -138,6 +139,7 @@ def test_viewer_overlays_the_blur_map_with_a_legend(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
         )
         page = browser.new_page(viewport={"width": 1200, "height": 700})
+        seed_key(page, server.key)
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{server.url}{finished['viewer_url']}")
@@ -173,6 +175,7 @@ def test_report_is_one_self_contained_page(server: Server, finished: dict, tmp_p
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
         )
         view = browser.new_page(viewport={"width": 1200, "height": 1000})
+        view.set_extra_http_headers(server.headers)  # the report is read with a key
         view.goto(f"{server.url}{finished['report_url']}")
         sizes = view.evaluate("() => [...document.images].map(i => i.naturalWidth)")
         view.screenshot(path=str(tmp_path / "report.png"), full_page=True)
