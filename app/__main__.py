@@ -12,6 +12,7 @@ import uvicorn
 
 from app import embedded
 from app.embedded import worker_command
+from app.first_key import ensure_admin_key
 from workers import retention
 from workers.settings import Settings, get_settings
 from workers.store import Store
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.resolved_database_url)  # creates or upgrades the tables first
+    ensure_admin_key(store, settings)
     embed = settings.embedded_worker and not args.no_worker
     supervisor = embedded.supervise(settings.resolved_worker_concurrency) if embed else None
     stop = _sweep_in_background(store, settings)

@@ -20,16 +20,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from workers.errors import (
     Conflict,
+    Forbidden,
     Gone,
     InvalidInput,
     ModelUnavailable,
     NotFound,
+    RateLimited,
     RestoreError,
     TooLarge,
+    Unauthenticated,
     UnsupportedFormat,
 )
 
 STATUS = {
+    Unauthenticated: 401,
+    Forbidden: 403,
+    RateLimited: 429,
     NotFound: 404,
     Gone: 410,
     Conflict: 409,
@@ -56,9 +62,22 @@ def error_response(status: int, code: str, message: str, **extra: object) -> JSO
     return JSONResponse({"code": code, "message": message, **extra}, status_code=status)
 
 
+def domain_response(error: RestoreError) -> JSONResponse:
+    """The answer to a domain error: its status and body, with the headers some need.
+
+    401 says how to authenticate (``WWW-Authenticate: Bearer``); 429 when to retry.
+    """
+    response = error_response(status_for(error), error.code, error.message)
+    if isinstance(error, Unauthenticated):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="slide-restore"'
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(error.retry_after_s)
+    return response
+
+
 async def _domain_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RestoreError)
-    return error_response(status_for(error), error.code, error.message)
+    return domain_response(error)
 
 
 async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:

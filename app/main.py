@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from app import errors, openapi
+from app import auth, errors, openapi
 from app.deps import Services
 from app.routes import (
     docs,
@@ -18,12 +18,14 @@ from app.routes import (
     hooks,
     job_outputs,
     jobs,
+    keys,
     models,
     sequences,
     slides,
     viewer,
     webhooks,
 )
+from app.tenancy import owned
 from workers.celery_app import create_celery
 from workers.sandbox import Sandbox
 from workers.settings import Settings, get_settings
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)  # before CORS, so that CORS wraps its answers too
     openapi.install(app)
+    app.add_middleware(auth.Authenticate, settings=settings)  # inside CORS: 401s carry CORS
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -66,9 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["Content-Length", "Content-Range"],
     )
+    for router in (docs.router, health.router, viewer.router):  # open: auth.OPEN_PATHS
+        app.include_router(router)
+    by_method = [Depends(auth.authorize), Depends(owned)]  # GET read, POST/DELETE submit
     for router in (
-        docs.router,
-        health.router,
         slides.router,
         sequences.router,
         jobs.router,
@@ -76,8 +80,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models.router,
         hooks.router,
         webhooks.router,
-        viewer.router,
     ):
-        app.include_router(router)
+        app.include_router(router, dependencies=by_method)
+    app.include_router(
+        keys.router, dependencies=[Depends(auth.require(auth.ADMIN)), Depends(owned)]
+    )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

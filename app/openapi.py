@@ -1,8 +1,9 @@
-"""What the OpenAPI document says beyond the routes' signatures: errors, files, upload forms.
+"""What the OpenAPI document says beyond the routes' signatures: errors, files, forms, keys.
 
 Every route declares the error statuses it can answer (each with the ``ErrorBody`` schema),
 the media type of the files it returns, and, for the uploads that are read as streams rather
-than as FastAPI parameters, the multipart form they expect.
+than as FastAPI parameters, the multipart form they expect. Every route but the open ones
+(``app.auth.is_open``) names the two ways to send a key and answers 401, 403 and 429.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.auth import is_open
 from app.schemas import ErrorBody
 
 Responses = dict[int | str, dict[str, Any]]
 
 ERRORS = {
     400: "malformed request (e.g. a body that is not JSON)",
+    401: "no API key or token, or one that is unknown, expired or revoked",
+    403: "the key or token lacks the scope this needs (read, submit, admin)",
+    429: "too many requests from this key (or invalid keys from this address): see Retry-After",
     404: "no such slide, sequence, job, webhook or file (also a path with control characters)",
     409: "the resource is not in a state that allows this, or a request with the same "
     "Idempotency-Key is still in progress (retry)",
@@ -30,6 +35,20 @@ ERRORS = {
 BINARY = {"type": "string", "format": "binary"}
 FASTAPI_422 = "#/components/schemas/HTTPValidationError"
 FASTAPI_SCHEMAS = ("HTTPValidationError", "ValidationError")
+REFUSAL_HEADERS = {
+    401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+    429: {
+        "Retry-After": {
+            "required": True,
+            "description": "seconds until the key may send again",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
+SECURITY_SCHEMES = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "Bearer": {"type": "http", "scheme": "bearer", "description": "an API key or OIDC token"},
+}
 
 
 def errors(*codes: int) -> Responses:
@@ -69,7 +88,9 @@ def install(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            _own_422(generate())
+            document = generate()
+            _own_422(document)
+            _secured(document)
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -87,3 +108,20 @@ def _own_422(document: dict[str, Any]) -> None:
     if FASTAPI_422 not in json.dumps(document["paths"]):
         for name in FASTAPI_SCHEMAS:
             document["components"]["schemas"].pop(name, None)
+
+
+def _secured(document: dict[str, Any]) -> None:
+    """Name the key schemes on every protected operation, with its 401, 403 and 429."""
+    document["components"]["securitySchemes"] = SECURITY_SCHEMES
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    refused = {
+        str(code): {"description": ERRORS[code], "content": body}
+        | ({"headers": REFUSAL_HEADERS[code]} if code in REFUSAL_HEADERS else {})
+        for code in (401, 403, 429)
+    }
+    for path, operations in document["paths"].items():
+        if is_open(path):
+            continue
+        for operation in operations.values():
+            operation["security"] = [{"ApiKey": []}, {"Bearer": []}]
+            operation["responses"].update(refused)

@@ -282,6 +282,42 @@ class DeliveryPublic(BaseModel):
     at: float
 
 
+Scope = Literal["read", "submit", "admin"]
+
+
+class KeyCreate(BaseModel):
+    """A new API key of the caller's tenant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, description="who or what uses it")
+    scopes: list[Scope] = Field(
+        min_length=1, description="read (GET), submit (also POST and DELETE), admin (also keys)"
+    )
+    expires_in_days: float | None = Field(
+        default=None, gt=0, le=36500, description="none: the key does not expire"
+    )
+
+
+class KeyPublic(BaseModel):
+    """An API key as listed: never its secret or hash."""
+
+    id: str
+    tenant: str
+    name: str
+    scopes: list[str]
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+
+
+class KeyCreated(KeyPublic):
+    """A key just created: ``key`` is shown this once (only its hash is stored)."""
+
+    key: str = Field(description="send as X-API-Key or Authorization: Bearer")
+
+
 class ModelPublic(BaseModel):
     """An installed model, as its manifest describes it."""
 

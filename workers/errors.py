@@ -59,3 +59,25 @@ class GaveUp(RestoreError):
     """A task kept stopping its worker (a crash, or memory) on the same piece of a job."""
 
     code = "gave_up"
+
+
+class Unauthenticated(RestoreError):
+    """No credential, or one that is unknown, expired or revoked."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(RestoreError):
+    """The credential is valid but lacks the scope the request needs."""
+
+    code = "forbidden"
+
+
+class RateLimited(RestoreError):
+    """The caller sent more requests than its rate allows; retry after ``retry_after_s``."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

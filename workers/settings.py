@@ -174,6 +174,40 @@ class Settings(BaseSettings):
         description="an upload whose Idempotency-Key is still pending after this long (the "
         "server stopped mid-upload) no longer blocks a retry with that key",
     )
+    rate_limit_per_s: float = Field(
+        default=50.0,
+        gt=0,
+        description="requests per second each API key (or OIDC subject) may send",
+    )
+    rate_limit_burst: int = Field(
+        default=100, ge=1, description="requests a key may send at once before its rate applies"
+    )
+    auth_failures_per_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="requests with an invalid key or token each client address may send per "
+        "second, past the burst (slows key guessing; more answer 429)",
+    )
+    auth_failures_burst: int = Field(
+        default=20, ge=1, description="invalid keys a client address may send at once"
+    )
+    oidc_issuer: str | None = Field(
+        default=None, description="accept OIDC bearer tokens from this issuer (off when unset)"
+    )
+    oidc_audience: str | None = Field(
+        default=None, description="the audience (aud) tokens must name, e.g. the client id"
+    )
+    oidc_jwks_url: str | None = Field(
+        default=None, description="where the issuer's signing keys are (JWKS), fetched and cached"
+    )
+    oidc_jwks_file: Path | None = Field(
+        default=None,
+        description="or a local JWKS (JSON) or PEM public key file, for sites without a route "
+        "to the issuer",
+    )
+    oidc_tenant_claim: str = Field(
+        default="tenant", description="the token claim that names the caller's tenant"
+    )
     broker_visibility_timeout_s: int = Field(default=3600)
     task_time_limit_s: int = Field(default=3600)
 
@@ -214,6 +248,11 @@ class Settings(BaseSettings):
     def jobs_dir(self) -> Path:
         """Where job outputs live, one folder each."""
         return self.data_dir / "jobs"
+
+    @property
+    def admin_key_file(self) -> Path:
+        """Where the first start writes the admin API key it creates (mode 600)."""
+        return self.data_dir / "admin-api-key"
 
     @property
     def broker_dir(self) -> Path:

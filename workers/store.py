@@ -18,6 +18,15 @@ from sqlalchemy.exc import IntegrityError
 from workers.errors import NotFound
 
 metadata = sa.MetaData()
+DEFAULT_TENANT = "default"  # the tenant of every object created before tenants existed
+
+
+def _tenant_column() -> sa.Column[str]:
+    """Whose object a row is: the API key's tenant that created it."""
+    return sa.Column(
+        "tenant", sa.String(64), nullable=False, server_default=DEFAULT_TENANT, index=True
+    )
+
 
 slides = sa.Table(
     "slides",
@@ -29,6 +38,7 @@ slides = sa.Table(
     sa.Column("path", sa.String(2048), nullable=False),
     sa.Column("info", sa.JSON, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    _tenant_column(),
 )
 
 sequences = sa.Table(
@@ -41,6 +51,7 @@ sequences = sa.Table(
     sa.Column("metadata", sa.JSON, nullable=False, doc="the client's acquisition metadata"),
     sa.Column("info", sa.JSON, nullable=False, doc="frame count, size, channels, container"),
     sa.Column("created_at", sa.Float, nullable=False),
+    _tenant_column(),
 )
 
 jobs = sa.Table(
@@ -69,6 +80,7 @@ jobs = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
     sa.Column("output_deleted_at", sa.Float, doc="when its files were deleted (or null)"),
+    _tenant_column(),
 )
 
 job_regions = sa.Table(
@@ -126,6 +138,7 @@ webhooks = sa.Table(
     sa.Column("secret", sa.String(512), nullable=False),
     sa.Column("events", sa.JSON, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    _tenant_column(),
 )
 
 webhook_events = sa.Table(
@@ -177,6 +190,20 @@ audit_events = sa.Table(
     sa.Column("detail", sa.String(200), doc="never PHI: a state, a file kind, a reason"),
 )
 
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True, doc="the public part of the key"),
+    sa.Column("tenant", sa.String(64), nullable=False, index=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("scopes", sa.JSON, nullable=False, doc="read, submit, admin"),
+    sa.Column("secret_hash", sa.String(64), nullable=False, doc="SHA-256 of the secret, hex"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("revoked_at", sa.Float),
+    sa.Column("last_used_at", sa.Float),
+)
+
 workers_seen = sa.Table(
     "workers",
     metadata,
@@ -219,8 +246,10 @@ def _add_missing_columns(engine: Engine) -> None:
             for column in table.columns:
                 if column.name not in present:
                     kind = column.type.compile(dialect=engine.dialect)
+                    default = column.server_default
+                    fill = f" DEFAULT '{default.arg}'" if default is not None else ""  # type: ignore[attr-defined]
                     conn.execute(
-                        sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
+                        sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{fill}")
                     )
 
 
@@ -229,6 +258,11 @@ def _allow_null_slide(engine: Engine) -> None:
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(sa.text("ALTER TABLE jobs ALTER COLUMN slide_id DROP NOT NULL"))
+
+
+def _of(table: sa.Table, tenant: str | None) -> list[sa.ColumnElement[bool]]:
+    """The condition that a row belongs to ``tenant`` (none when None: every tenant's)."""
+    return [] if tenant is None else [table.c.tenant == tenant]
 
 
 def _upgraded_params(job: dict[str, Any]) -> dict[str, Any]:
@@ -271,17 +305,19 @@ class Store:
             conn.execute(slides.insert().values(**record))
         return record
 
-    def get_slide(self, slide_id: str) -> dict[str, Any]:
-        """One slide record."""
+    def get_slide(self, slide_id: str, tenant: str | None = None) -> dict[str, Any]:
+        """One slide record (of ``tenant`` only, when given)."""
+        query = sa.select(slides).where(slides.c.id == slide_id, *_of(slides, tenant))
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(slides).where(slides.c.id == slide_id)).mappings().first()
+            row = conn.execute(query).mappings().first()
         if row is None:
             raise NotFound(f"slide {slide_id} does not exist")
         return dict(row)
 
-    def list_slides(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Newest slides first."""
-        query = sa.select(slides).order_by(slides.c.created_at.desc()).limit(limit)
+    def list_slides(self, limit: int = 100, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Newest slides first (of ``tenant`` only, when given)."""
+        query = sa.select(slides).where(*_of(slides, tenant))
+        query = query.order_by(slides.c.created_at.desc()).limit(limit)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
@@ -300,18 +336,19 @@ class Store:
             conn.execute(sequences.insert().values(**record))
         return record
 
-    def get_sequence(self, sequence_id: str) -> dict[str, Any]:
-        """One frame-sequence record."""
-        query = sa.select(sequences).where(sequences.c.id == sequence_id)
+    def get_sequence(self, sequence_id: str, tenant: str | None = None) -> dict[str, Any]:
+        """One frame-sequence record (of ``tenant`` only, when given)."""
+        query = sa.select(sequences).where(sequences.c.id == sequence_id, *_of(sequences, tenant))
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
         if row is None:
             raise NotFound(f"sequence {sequence_id} does not exist")
         return dict(row)
 
-    def list_sequences(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Newest frame sequences first."""
-        query = sa.select(sequences).order_by(sequences.c.created_at.desc()).limit(limit)
+    def list_sequences(self, limit: int = 100, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Newest frame sequences first (of ``tenant`` only, when given)."""
+        query = sa.select(sequences).where(*_of(sequences, tenant))
+        query = query.order_by(sequences.c.created_at.desc()).limit(limit)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
@@ -376,9 +413,10 @@ class Store:
             "blocks_done": int(blocks or 0),
         }
 
-    def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Newest jobs first."""
-        query = sa.select(jobs.c.id).order_by(jobs.c.created_at.desc()).limit(limit)
+    def list_jobs(self, limit: int = 100, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Newest jobs first (of ``tenant`` only, when given)."""
+        query = sa.select(jobs.c.id).where(*_of(jobs, tenant))
+        query = query.order_by(jobs.c.created_at.desc()).limit(limit)
         with self.engine.connect() as conn:
             ids = [r[0] for r in conn.execute(query)]
         return [self.get_job(i) for i in ids]

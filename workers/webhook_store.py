@@ -8,7 +8,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from workers.errors import NotFound
-from workers.store import Store, new_id, webhook_deliveries, webhook_events, webhooks
+from workers.store import (
+    DEFAULT_TENANT,
+    Store,
+    new_id,
+    webhook_deliveries,
+    webhook_events,
+    webhooks,
+)
 
 
 class WebhookStore:
@@ -17,14 +24,17 @@ class WebhookStore:
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
 
-    def add(self, url: str, secret: str, events: list[str]) -> dict[str, Any]:
-        """Register a receiver; returns its record."""
+    def add(
+        self, url: str, secret: str, events: list[str], tenant: str = DEFAULT_TENANT
+    ) -> dict[str, Any]:
+        """Register a receiver of ``tenant``'s job events; returns its record."""
         record = {
             "id": new_id(),
             "url": url,
             "secret": secret,
             "events": events,
             "created_at": time.time(),
+            "tenant": tenant,
         }
         with self.engine.begin() as conn:
             conn.execute(webhooks.insert().values(**record))
@@ -38,10 +48,13 @@ class WebhookStore:
             raise NotFound(f"webhook {webhook_id} not found")
         return dict(row._mapping)
 
-    def all(self) -> list[dict[str, Any]]:
-        """Every receiver, oldest first."""
+    def all(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Every receiver (of ``tenant``, when given), oldest first."""
+        query = sa.select(webhooks).order_by(webhooks.c.created_at)
+        if tenant is not None:
+            query = query.where(webhooks.c.tenant == tenant)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(webhooks).order_by(webhooks.c.created_at))
+            rows = conn.execute(query)
             return [dict(r._mapping) for r in rows]
 
     def delete(self, webhook_id: str) -> None:

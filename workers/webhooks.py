@@ -83,17 +83,16 @@ def job_summary(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
 def emit(
     store: Store, settings: Settings, job_id: str, kind: WebhookEvent
 ) -> list[tuple[str, str]]:
-    """Record a job event; return (event id, webhook id) for each receiver to deliver to."""
-    receivers = [w for w in WebhookStore(store).all() if kind in w["events"]]
+    """Record a job event; return (event id, webhook id) for each receiver to deliver to.
+
+    A job's events go to its own tenant's receivers only.
+    """
+    job = store.get_job(job_id)
+    receivers = [w for w in WebhookStore(store).all(job["tenant"]) if kind in w["events"]]
     if not receivers:
         return []
     event_id, now = new_id(), time.time()
-    payload = {
-        "id": event_id,
-        "type": kind,
-        "created_at": now,
-        "job": job_summary(store.get_job(job_id), settings),
-    }
+    payload = {"id": event_id, "type": kind, "created_at": now, "job": job_summary(job, settings)}
     event = {"id": event_id, "type": kind, "job_id": job_id, "payload": payload, "created_at": now}
     WebhookStore(store).add_event(event)
     return [(event_id, w["id"]) for w in receivers]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from app import idempotency
+from app.auth import Caller, CallerDep
 from app.deps import Services, services
 from app.idempotency import IdempotencyKey
 from app.openapi import errors
@@ -151,32 +152,37 @@ def _fraction(tiles_done: int, tiles_total: int, blocks_done: int, blocks_total:
 
 @router.post("", status_code=202, response_model=JobPublic, responses=errors(400, 404, 415, 422))
 def create_job(
-    body: JobCreate, response: Response, svc: Svc, idempotency_key: IdempotencyKey = None
+    body: JobCreate,
+    response: Response,
+    caller: CallerDep,
+    svc: Svc,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
     """Queue a restoration of a slide (or a region of it) or of a frame sequence.
 
     With an ``Idempotency-Key``, a retry (also one sent concurrently) gets the job the first
     request created; the same key with a different body is refused (422).
     """
-    request = idempotency.keyed(idempotency_key, ROUTE, body)
+    request = idempotency.keyed(idempotency_key, f"{ROUTE} {caller.tenant}", body)
     earlier = None if request is None else idempotency.keys(svc).find(request)
     if earlier is not None:
         idempotency.replayed(response)
         return job_public(svc.store.get_job(earlier.resource_id))
     plan = _plan_slide_job if body.sequence_id is None else _plan_sequence_job
-    record, params = plan(body, svc)
-    job, created = _queue(
-        svc, {**record, "params": params, "client_metadata": body.metadata}, request
-    )
+    record, params = plan(body, svc, caller)
+    record = {**record, "params": params, "client_metadata": body.metadata, "tenant": caller.tenant}
+    job, created = _queue(svc, record, request)
     if not created:
         idempotency.replayed(response)
     return job_public(job)
 
 
-def _plan_slide_job(body: JobCreate, svc: Services) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The record and parameters of a job on a slide (or a region of it)."""
+def _plan_slide_job(
+    body: JobCreate, svc: Services, caller: Caller
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The record and parameters of a job on a slide (or a region of it) of the caller's."""
     assert body.slide_id is not None
-    slide = svc.store.get_slide(body.slide_id)
+    slide = svc.store.get_slide(body.slide_id, caller.tenant)
     auto = body.model == AUTO
     names = requested_models(body.model)
     manifests = [_generator(svc, name, auto) for name in names]
@@ -210,7 +216,7 @@ def _plan_slide_job(body: JobCreate, svc: Services) -> tuple[dict[str, Any], dic
             raise InvalidInput("an evaluation job needs models that keep the image size")
         params["evaluate"] = body.evaluate.model_dump()
     if body.reference_slide_id is not None:
-        svc.store.get_slide(body.reference_slide_id)
+        svc.store.get_slide(body.reference_slide_id, caller.tenant)
         if params["scale"] != 1:
             raise InvalidInput("a reference comparison needs models that keep the image size")
         params["reference_slide_id"] = body.reference_slide_id
@@ -220,9 +226,11 @@ def _plan_slide_job(body: JobCreate, svc: Services) -> tuple[dict[str, Any], dic
 SEQUENCE_ONLY_SLIDES = ("evaluate", "reference_slide_id", "region", "overlap_px", "mpp")
 
 
-def _plan_sequence_job(body: JobCreate, svc: Services) -> tuple[dict[str, Any], dict[str, Any]]:
+def _plan_sequence_job(
+    body: JobCreate, svc: Services, caller: Caller
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Plan a job on a frame sequence: a registered mosaic, or every frame on a time axis."""
-    sequence = svc.store.get_sequence(body.sequence_id or "")
+    sequence = svc.store.get_sequence(body.sequence_id or "", caller.tenant)
     given = [name for name in SEQUENCE_ONLY_SLIDES if getattr(body, name) is not None]
     if given:
         raise InvalidInput(f"{', '.join(given)} apply to slides, not to frame sequences")
@@ -293,9 +301,10 @@ def _has_classifier(svc: Services, required: bool) -> bool:
 
 
 @router.get("", response_model=list[JobPublic])
-def list_jobs(svc: Svc) -> list[JobPublic]:
-    """The newest jobs."""
-    return [job_public(j, _input_exists(svc, j)) for j in svc.store.list_jobs()]
+def list_jobs(caller: CallerDep, svc: Svc) -> list[JobPublic]:
+    """The newest jobs of the caller's tenant."""
+    found = svc.store.list_jobs(tenant=caller.tenant)
+    return [job_public(j, _input_exists(svc, j)) for j in found]
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=errors(404))

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 
 from app import deepzoom, idempotency
+from app.auth import CallerDep
 from app.deps import Services, services
 from app.idempotency import Completer, IdempotencyKey
 from app.openapi import BINARY, errors, file, multipart
@@ -97,7 +98,11 @@ def parse_metadata(text: str | None) -> SequenceMetadata:
     openapi_extra=UPLOAD_FORM,
 )
 async def upload_sequence(
-    request: Request, response: Response, svc: Svc, idempotency_key: IdempotencyKey = None
+    request: Request,
+    response: Response,
+    caller: CallerDep,
+    svc: Svc,
+    idempotency_key: IdempotencyKey = None,
 ) -> SequencePublic:
     """Upload frames (multi-page TIFF, zip of images, or video) as ``file`` with ``metadata``.
 
@@ -108,16 +113,16 @@ async def upload_sequence(
     return await idempotency.upload_once(
         svc,
         request,
-        idempotency.keyed(idempotency_key, ROUTE),
+        idempotency.keyed(idempotency_key, f"{ROUTE} {caller.tenant}"),
         sequence_id,
         response,
-        lambda complete: _receive_sequence(request, svc, sequence_id, complete),
-        lambda earlier: sequence_public(svc.store.get_sequence(earlier)),
+        lambda complete: _receive_sequence(request, svc, sequence_id, caller.tenant, complete),
+        lambda earlier: sequence_public(svc.store.get_sequence(earlier, caller.tenant)),
     )
 
 
 async def _receive_sequence(
-    request: Request, svc: Services, sequence_id: str, complete: Completer | None
+    request: Request, svc: Services, sequence_id: str, tenant: str, complete: Completer | None
 ) -> SequencePublic:
     """Stream the upload to disk, decode its frames in the sandbox, and record the sequence."""
     paths = sequence_paths(svc.settings, sequence_id)
@@ -144,6 +149,7 @@ async def _receive_sequence(
             "size_bytes": upload.size_bytes,
             "metadata": metadata.model_dump(mode="json", exclude_none=True),
             "info": info,
+            "tenant": tenant,
         },
         complete(upload) if complete else None,
     )
@@ -151,9 +157,9 @@ async def _receive_sequence(
 
 
 @router.get("", response_model=list[SequencePublic])
-def list_sequences(svc: Svc) -> list[SequencePublic]:
-    """The newest frame sequences."""
-    return [sequence_public(r) for r in svc.store.list_sequences()]
+def list_sequences(caller: CallerDep, svc: Svc) -> list[SequencePublic]:
+    """The newest frame sequences of the caller's tenant."""
+    return [sequence_public(r) for r in svc.store.list_sequences(tenant=caller.tenant)]
 
 
 @router.get("/{sequence_id}", response_model=SequencePublic, responses=errors(404))

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
 from app import idempotency
+from app.auth import CallerDep
 from app.deps import Services, services
 from app.idempotency import Completer, IdempotencyKey
 from app.openapi import BINARY, errors, file, multipart
@@ -85,7 +86,11 @@ def _with_mpp(info: dict[str, Any], given: str | None) -> dict[str, Any]:
     openapi_extra=UPLOAD_FORM,
 )
 async def upload_slide(
-    request: Request, response: Response, svc: Svc, idempotency_key: IdempotencyKey = None
+    request: Request,
+    response: Response,
+    caller: CallerDep,
+    svc: Svc,
+    idempotency_key: IdempotencyKey = None,
 ) -> SlidePublic:
     """Upload a slide as multipart field ``file`` (optional field ``mpp``: microns per pixel).
 
@@ -97,16 +102,16 @@ async def upload_slide(
     return await idempotency.upload_once(
         svc,
         request,
-        idempotency.keyed(idempotency_key, ROUTE),
+        idempotency.keyed(idempotency_key, f"{ROUTE} {caller.tenant}"),
         slide_id,
         response,
-        lambda complete: _receive_slide(request, svc, slide_id, complete),
-        lambda earlier: slide_public(svc.store.get_slide(earlier)),
+        lambda complete: _receive_slide(request, svc, slide_id, caller.tenant, complete),
+        lambda earlier: slide_public(svc.store.get_slide(earlier, caller.tenant)),
     )
 
 
 async def _receive_slide(
-    request: Request, svc: Services, slide_id: str, complete: Completer | None
+    request: Request, svc: Services, slide_id: str, tenant: str, complete: Completer | None
 ) -> SlidePublic:
     """Stream the upload to disk, inspect it in the sandbox, and record the slide."""
     paths = slide_paths(svc.settings, slide_id)
@@ -130,6 +135,7 @@ async def _receive_slide(
             "size_bytes": upload.size_bytes,
             "path": inspected["path"],
             "info": info,
+            "tenant": tenant,
         },
         complete(upload) if complete else None,
     )
@@ -137,9 +143,9 @@ async def _receive_slide(
 
 
 @router.get("", response_model=list[SlidePublic])
-def list_slides(svc: Svc) -> list[SlidePublic]:
-    """The newest slides."""
-    return [slide_public(r) for r in svc.store.list_slides()]
+def list_slides(caller: CallerDep, svc: Svc) -> list[SlidePublic]:
+    """The newest slides of the caller's tenant."""
+    return [slide_public(r) for r in svc.store.list_slides(tenant=caller.tenant)]
 
 
 @router.get("/{slide_id}", response_model=SlidePublic, responses=errors(404))

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
+from app.auth import CallerDep
 from app.deps import Services, services
 from app.openapi import errors
 from app.schemas import DeliveryPublic, WebhookCreate, WebhookPublic
@@ -17,17 +18,19 @@ Svc = Annotated[Services, Depends(services)]
 
 
 @router.post("", status_code=201, response_model=WebhookPublic, responses=errors(400, 415, 422))
-def register(body: WebhookCreate, svc: Svc) -> WebhookPublic:
-    """Register a receiver; events are POSTed to it signed with its secret."""
+def register(body: WebhookCreate, caller: CallerDep, svc: Svc) -> WebhookPublic:
+    """Register a receiver of the tenant's job events, POSTed to it signed with its secret."""
     check_url(body.url, svc.settings.webhook_allow_private)
-    record = WebhookStore(svc.store).add(body.url, body.secret, list(body.events))
+    events: list[str] = list(body.events)
+    record = WebhookStore(svc.store).add(body.url, body.secret, events, caller.tenant)
     return WebhookPublic.model_validate(record)
 
 
 @router.get("", response_model=list[WebhookPublic])
-def list_webhooks(svc: Svc) -> list[WebhookPublic]:
-    """Every registered receiver."""
-    return [WebhookPublic.model_validate(w) for w in WebhookStore(svc.store).all()]
+def list_webhooks(caller: CallerDep, svc: Svc) -> list[WebhookPublic]:
+    """Every receiver of the caller's tenant."""
+    found = WebhookStore(svc.store).all(caller.tenant)
+    return [WebhookPublic.model_validate(w) for w in found]
 
 
 @router.get("/{webhook_id}", response_model=WebhookPublic, responses=errors(404))

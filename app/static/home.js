@@ -3,6 +3,7 @@
 
 async function showHome() {
   document.getElementById("home").hidden = false;
+  setUpKeyForm();
   const [jobs, slides, sequences, models] = await Promise.all(
     ["/v1/jobs", "/v1/slides", "/v1/sequences", "/v1/models"].map(getJson),
   );
@@ -97,7 +98,7 @@ async function startJob(event) {
     const region = formRegion();
     if (region) body.region = region;
     message.textContent = "starting\u2026";
-    const response = await fetch("/v1/jobs", {
+    const response = await apiFetch("/v1/jobs", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
     const answer = await response.json();

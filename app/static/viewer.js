@@ -6,7 +6,7 @@ const statusLine = document.getElementById("status");
 const ACTIVE_STATES = ["queued", "running", "finalizing"];
 
 async function getJson(url) {
-  const response = await fetch(url);
+  const response = await apiFetch(url);
   if (!response.ok) throw new Error(`${url}: ${response.status}`);
   return response.json();
 }
@@ -15,6 +15,7 @@ function makeViewer(id) {
   return OpenSeadragon({
     id, showNavigationControl: false, showNavigator: false,
     animationTime: 0.3, maxZoomPixelRatio: 4, crossOriginPolicy: "Anonymous",
+    loadTilesWithAjax: true, ajaxHeaders: apiHeaders(), // descriptors and tiles need the key
   });
 }
 
@@ -94,7 +95,7 @@ async function showJob(jobId) {
       synchronise(input, output);
     }
     for (const viewer of Object.values(viewers)) addScaleBar(viewer, umPerUnit);
-    if (job.blur_map_url) showBlurMap(output, job);
+    if (job.blur_map_url) showBlurMap(output, job).catch((error) => { statusLine.textContent = error.message; });
     if (job.frames_total) showFrameSlider(viewers, job);
   });
   window.viewers = viewers;
@@ -155,14 +156,16 @@ const BLUR_CLASSES = [
   ["motion", "motion", "rgb(230,120,20)"], ["mixed", "mixed", "rgb(200,40,160)"],
 ];
 
-function showBlurMap(viewer, job) {
+async function showBlurMap(viewer, job) {
   const qc = job.metrics && job.metrics.qc;
   if (!qc) return;
+  // fetched with the key, then handed to OpenSeadragon as a local URL
+  const png = await (await apiFetch(job.blur_map_url)).blob();
   const [, , areaWidth] = job.params.area;
   const columns = Math.ceil(areaWidth / qc.cell_px);
   const toggle = document.getElementById("blur-toggle");
   viewer.addSimpleImage({
-    url: job.blur_map_url, x: 0, y: 0, width: (columns * qc.cell_px) / areaWidth,
+    url: URL.createObjectURL(png), x: 0, y: 0, width: (columns * qc.cell_px) / areaWidth,
     opacity: toggle.checked ? 0.6 : 0,
     success: (event) => {
       window.blurOverlay = event.item;

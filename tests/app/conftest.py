@@ -19,6 +19,9 @@ def embedded(tmp_path_factory: pytest.TempPathFactory, test_models: Path) -> Ite
         "RESTORE_REGION_PX": "512",
         "RESTORE_CORS_ORIGINS": '["http://viewer.lan"]',
         "RESTORE_INPUT_DELETION": "keep",  # the viewer test shows an output whose slide is gone
+        # Schemathesis sends hundreds of requests a second, valid and invalid keys included
+        "RESTORE_RATE_LIMIT_BURST": "100000",
+        "RESTORE_AUTH_FAILURES_BURST": "100000",
     }
     server = Server(env, data / "server.log").start()
     yield server
@@ -27,5 +30,5 @@ def embedded(tmp_path_factory: pytest.TempPathFactory, test_models: Path) -> Ite
 
 @pytest.fixture
 def client(embedded: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+    with embedded.client() as client:
         yield client

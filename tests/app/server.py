@@ -8,9 +8,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import fsspec
 import httpx
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Node, Reader
 
 from app.__main__ import worker_command
 
@@ -33,6 +38,7 @@ class Server:
         self.log = log
         self.args = args
         self.process: subprocess.Popen[bytes] | None = None
+        self.key = ""
 
     def start(self, wait_for_worker: bool = True) -> Server:
         command = [sys.executable, "-m", "app", "--port", str(self.port), *self.args]
@@ -51,6 +57,7 @@ class Server:
                 if response.status_code == 200 or (
                     not wait_for_worker and response.is_error and response.status_code == 503
                 ):
+                    self.key = self.key or self.admin_key()
                     return self
             except httpx.HTTPError:
                 pass
@@ -58,6 +65,23 @@ class Server:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
             time.sleep(0.5)
         raise RuntimeError(f"server did not become healthy: {self.log.read_text()[-3000:]}")
+
+    def admin_key(self) -> str:
+        """The key the first start wrote, or (the database had keys) a new admin key."""
+        written = Path(self.env.get("RESTORE_DATA_DIR", "var")) / "admin-api-key"
+        if written.is_file():
+            return written.read_text().strip()
+        return create_key(self.env, "admin")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a request needs to be let in with the admin key."""
+        return {"X-API-Key": self.key}
+
+    def client(self, timeout: float = 60, key: str | None = None) -> httpx.Client:
+        """An HTTP client of this server that sends the admin key (or ``key``)."""
+        headers = {"X-API-Key": self.key if key is None else key}
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def kill(self) -> None:
         """SIGKILL the server and its worker at once, as a power cut would."""
@@ -73,6 +97,42 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+@contextmanager
+def fsspec_http_headers(headers: dict[str, str]) -> Iterator[None]:
+    """Every fsspec HTTP file system made meanwhile sends ``headers`` (ome-zarr opens URLs so)."""
+    before = {p: fsspec.config.conf.get(p) for p in ("http", "https")}
+    for protocol in before:
+        fsspec.config.conf[protocol] = {"headers": headers}
+    try:
+        yield
+    finally:
+        for protocol, conf in before.items():
+            if conf is None:
+                fsspec.config.conf.pop(protocol, None)
+            else:
+                fsspec.config.conf[protocol] = conf
+
+
+def zarr_nodes(server: Server, url_path: str) -> list[Node]:
+    """The nodes of the OME-Zarr at ``url_path``, read by URL with ome-zarr-py (as napari)."""
+    with fsspec_http_headers(server.headers):
+        return list(Reader(parse_url(server.url + url_path))())
+
+
+def create_key(
+    env: dict[str, str], scopes: str, tenant: str = "default", expires_days: float | None = None
+) -> str:
+    """A new API key, made with the CLI on the database that ``env`` names."""
+    command = [sys.executable, "-m", "app.keys", "create", "--name", "test", "--scopes", scopes]
+    command += ["--tenant", tenant]
+    if expires_days is not None:
+        command += ["--expires-days", str(expires_days)]
+    done = subprocess.run(
+        command, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip().splitlines()[-1]
 
 
 def start_worker(env: dict[str, str], log: Path, concurrency: int = 2) -> subprocess.Popen[bytes]:

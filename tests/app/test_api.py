@@ -9,11 +9,9 @@ import numpy as np
 import openslide
 import pytest
 import tifffile
-from ome_zarr.io import parse_url
-from ome_zarr.reader import Reader
 from PIL import Image
 
-from tests.app.server import Server, start_slow_job, upload, wait_for_job
+from tests.app.server import Server, start_slow_job, upload, wait_for_job, zarr_nodes
 from tests.engine.fakes import whole_image_blur
 from tests.engine.test_readers import huge_declared_tiff
 from tests.fixtures import tissue_image
@@ -23,7 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def read_output(server: Server, job: dict) -> list[np.ndarray]:
     """Open the job's OME-Zarr by URL with ome-zarr-py, as napari would."""
-    node = next(iter(Reader(parse_url(server.url + job["output_url"]))()))
+    node = zarr_nodes(server, job["output_url"])[0]
     return [np.moveaxis(np.asarray(level), 0, 2) for level in node.data]
 
 
@@ -35,7 +33,7 @@ def openslide_pixels(path: Path, box=None) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def slide(embedded: Server, pyramid_tiff: Path) -> dict:
-    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+    with embedded.client(timeout=60) as client:
         response = upload(client, pyramid_tiff)
     assert response.status_code == 201, response.text
     return response.json()

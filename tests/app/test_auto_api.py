@@ -8,16 +8,14 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
-from ome_zarr.io import parse_url
-from ome_zarr.reader import Reader
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from tests import fixtures
-from tests.app.server import Server, upload, wait_for_job
+from tests.app.browser import seed_key
+from tests.app.server import Server, upload, wait_for_job, zarr_nodes
 from workers.settings import ZOO_DIR
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,7 +43,7 @@ def finished(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict:
     # the reference: a sharp rescan of the same tissue, placed 9 px right and 5 px down
     rescan = np.pad(patched.sharp, ((5, 0), (9, 0), (0, 0)), "symmetric")[:2048, :3072]
     fixtures.write_pyramid_tiff(folder / "rescan.tif", rescan)
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with server.client(timeout=60) as client:
         slide = upload(client, folder / "patched.tif").json()
         reference = upload(client, folder / "rescan.tif").json()
         body = {"slide_id": slide["id"], "reference_slide_id": reference["id"]}
@@ -69,7 +67,7 @@ def test_an_auto_job_reports_what_it_found_and_did(server: Server, finished: dic
     assert reference["shift_px"] == pytest.approx([9, 5], abs=0.3)
     for figure in ("psnr_db", "ssim", "pcc"):
         assert reference["output"][figure] > reference["input"][figure], figure
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with server.client(timeout=60) as client:
         table = client.get(finished["tiles_url"])
         assert table.status_code == 200 and table.headers["content-type"].startswith("text/csv")
         rows = list(csv.DictReader(io.StringIO(table.text)))
@@ -90,7 +88,7 @@ def test_an_auto_job_reports_what_it_found_and_did(server: Server, finished: dic
         assert cells.shape == (64, 96, 4) and cells[..., 3].max() > 0  # 8 px per cell
         labels = client.get(f"{finished['output_url']}/labels/.zattrs").json()
         assert labels["labels"] == ["blur", "restored"]
-    nodes = list(Reader(parse_url(f"{server.url}{finished['output_url']}"))())
+    nodes = zarr_nodes(server, finished["output_url"])
     names = {n.metadata.get("name") for n in nodes}
     assert {"blur", "restored"} <= names  # read over HTTP by ome-zarr-py
 
@@ -108,7 +106,7 @@ def test_an_auto_job_reports_what_it_found_and_did(server: Server, finished: dic
     ],
 )
 def test_bad_model_requests_get_422(server: Server, finished: dict, body, message) -> None:
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with server.client(timeout=60) as client:
         if body.get("reference_slide_id") == "SELF":
             body = {**body, "reference_slide_id": finished["slide_id"]}
         response = client.post("/v1/jobs", json={"slide_id": finished["slide_id"], **body})
@@ -122,7 +120,7 @@ def test_a_chain_runs_both_models(server: Server, finished: dict) -> None:
         "model": ["deblur-motion", "deblur-defocus"],
         "region": [256, 256, 640, 512],
     }
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with server.client(timeout=60) as client:
         created = client.post("/v1/jobs", json=body).json()
         job = wait_for_job(client, created["id"], timeout_s=300)
     assert job["state"] == "completed", job["error"]
@@ -141,6 +139,7 @@ def test_viewer_overlays_the_blur_map_with_a_legend(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
         )
         page = browser.new_page(viewport={"width": 1200, "height": 700})
+        seed_key(page, server.key)
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{server.url}{finished['viewer_url']}")
@@ -164,7 +163,7 @@ def test_viewer_overlays_the_blur_map_with_a_legend(
 
 
 def test_report_is_one_self_contained_page(server: Server, finished: dict, tmp_path: Path) -> None:
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with server.client(timeout=60) as client:
         response = client.get(finished["report_url"])
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     page = response.text
@@ -176,6 +175,7 @@ def test_report_is_one_self_contained_page(server: Server, finished: dict, tmp_p
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
         )
         view = browser.new_page(viewport={"width": 1200, "height": 1000})
+        view.set_extra_http_headers(server.headers)  # the report is read with a key
         view.goto(f"{server.url}{finished['report_url']}")
         sizes = view.evaluate("() => [...document.images].map(i => i.naturalWidth)")
         view.screenshot(path=str(tmp_path / "report.png"), full_page=True)
@@ -189,7 +189,7 @@ def test_an_evaluation_job_proves_restoration_on_a_sharp_slide(
 ) -> None:
     path = tmp_path / "sharp.tif"
     fixtures.write_pyramid_tiff(path, fixtures.patched_slide().sharp[:1024, :1536])
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with server.client(timeout=60) as client:
         slide = upload(client, path).json()
         body = {"slide_id": slide["id"], "evaluate": {"degradation": "defocus", "radius_px": 4}}
         created = client.post("/v1/jobs", json=body)

@@ -95,7 +95,7 @@ def test_a_killed_worker_is_reported_restarted_and_loses_no_job(
     server = Server(env, log).start()
     try:
         assert server.process is not None
-        with httpx.Client(base_url=server.url, timeout=60) as client:
+        with server.client(timeout=60) as client:
             slide = upload(client, pyramid_tiff).json()
             running = start_slow_job(client, slide["id"])
             [worker] = celery_children(server.process.pid)

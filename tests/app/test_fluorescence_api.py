@@ -10,14 +10,12 @@ import httpx
 import numpy as np
 import pytest
 import tifffile
-from ome_zarr.io import parse_url
-from ome_zarr.reader import Reader
 from PIL import Image
 from skimage import color, data
 from skimage.transform import resize
 
 from tests.app.browser import chromium_page
-from tests.app.server import Server, wait_for_job
+from tests.app.server import Server, wait_for_job, zarr_nodes
 from workers.settings import ZOO_DIR
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,7 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=120) as client:
+    with server.client(timeout=120) as client:
         yield client
 
 
@@ -126,7 +124,7 @@ def test_its_report_and_exports_say_what_they_hold(client: httpx.Client, restore
 
 
 def test_each_channel_is_restored_on_its_own(server: Server, restored: dict) -> None:
-    node = next(iter(Reader(parse_url(f"{server.url}{restored['output_url']}"))()))
+    node = zarr_nodes(server, restored["output_url"])[0]
     labels = [
         c["label"]
         for c in node.metadata["channel_names"] and node.zarr.root_attrs["omero"]["channels"]
@@ -157,7 +155,7 @@ def test_two_or_four_channels_work_too(client: httpx.Client, server: Server) -> 
         job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"], timeout_s=300)
         assert job["state"] == "completed", job["error"]
         assert job["blur_map_url"] is None  # no RGB blur classification of channels
-        node = next(iter(Reader(parse_url(f"{server.url}{job['output_url']}"))()))
+        node = zarr_nodes(server, job["output_url"])[0]
         assert np.asarray(node.data[0]).shape == (count, 512, 640)
         assert client.get(job["dzi_url"].replace(".dzi", "_files/9/0_0.jpeg")).status_code == 200
 
@@ -166,7 +164,7 @@ def test_the_viewer_shows_the_channels_in_colour(
     server: Server, restored: dict, tmp_path: Path
 ) -> None:
     errors: list[str] = []
-    with chromium_page(errors) as page:
+    with chromium_page(errors, server.key) as page:
         page.goto(f"{server.url}{restored['viewer_url']}")
         page.wait_for_selector("body[data-ready=true]", timeout=30_000)
         page.wait_for_load_state("networkidle")

@@ -24,7 +24,7 @@ def keyed(key: str) -> dict[str, str]:
 
 
 def post_slide(server: Server, path: Path, key: str, name: str | None = None) -> httpx.Response:
-    with httpx.Client(base_url=server.url, timeout=120) as client:
+    with server.client(timeout=120) as client:
         files = {"file": (name or path.name, path.read_bytes())}
         return client.post("/v1/slides", files=files, headers=keyed(key))
 
@@ -47,7 +47,7 @@ def test_concurrent_identical_job_posts_with_one_key_create_one_job(
     before = count(client, "jobs")
 
     def post(_: int) -> httpx.Response:
-        with httpx.Client(base_url=embedded.url, timeout=60) as own:
+        with embedded.client(timeout=60) as own:
             return own.post("/v1/jobs", json=body, headers=keyed("job-retry-1"))
 
     with ThreadPoolExecutor(CONCURRENT) as pool:

@@ -45,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, test_models: Path) -> Itera
 
 @pytest.fixture
 def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=120) as client:
+    with server.client(timeout=120) as client:
         yield client
 
 
@@ -70,8 +70,8 @@ def test_a_slow_upload_fails_alone_while_valid_uploads_beside_it_succeed(
     """The slow file reads plausibly (860 pixels per byte) but takes minutes to thumbnail."""
     slow = bomb_tiff(tmp_path / "slow.tif", padding=5_000_000)
     with (
-        httpx.Client(base_url=server.url, timeout=120) as first,
-        httpx.Client(base_url=server.url, timeout=120) as second,
+        server.client(timeout=120) as first,
+        server.client(timeout=120) as second,
         ThreadPoolExecutor(1) as thread,
     ):
         pending = thread.submit(_timed_upload, first, slow)

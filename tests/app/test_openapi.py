@@ -25,7 +25,7 @@ SEED = 20231
 
 @pytest.fixture(scope="module")
 def finished_job(embedded: Server, pyramid_tiff: Path) -> dict:
-    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+    with embedded.client(timeout=60) as client:
         slide = upload(client, pyramid_tiff).json()
         body = {"slide_id": slide["id"], "model": "identity", "hooks": ["nuclei-count"]}
         job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"])
@@ -122,6 +122,8 @@ def run_schemathesis(server: Server, config: Path, tmp_path: Path, *selection: s
         "--request-timeout",
         "30",
         "--no-color",
+        "--header",
+        f"X-API-Key: {server.key}",
         *selection,
     ]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)

@@ -33,7 +33,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, test_models: Path) -> Itera
 
 @pytest.fixture
 def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with server.client(timeout=60) as client:
         yield client
 
 

@@ -8,7 +8,6 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pydicom
 import pytest
@@ -67,7 +66,7 @@ def answers(server: Server, tmp_path_factory: pytest.TempPathFactory) -> list[st
         dicom_with_patient(folder / f"{NAME_CANARY}.dcm"),
     ]
     texts: list[str] = []
-    with httpx.Client(base_url=server.url, timeout=120) as client:
+    with server.client(timeout=120) as client:
         for path in files:
             response = client.post("/v1/slides", files={"file": (path.name, path.read_bytes())})
             assert response.status_code == 201, response.text

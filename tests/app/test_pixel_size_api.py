@@ -32,7 +32,7 @@ def _post(client: httpx.Client, path: Path, mpp: str | None = None) -> httpx.Res
 
 
 def _output_scale(server: Server, job: dict) -> tuple[list[float], dict]:
-    attrs = httpx.get(f"{server.url}{job['output_url']}/.zattrs").json()
+    attrs = httpx.get(f"{server.url}{job['output_url']}/.zattrs", headers=server.headers).json()
     multiscales = attrs["multiscales"][0]
     return multiscales["datasets"][0]["coordinateTransformations"][0]["scale"], multiscales["axes"][
         2

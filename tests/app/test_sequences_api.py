@@ -14,14 +14,12 @@ import httpx
 import numpy as np
 import pytest
 import tifffile
-from ome_zarr.io import parse_url
-from ome_zarr.reader import Reader
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.transform import resize
 
 from tests.app.browser import chromium_page
-from tests.app.server import Server, wait_for_job
+from tests.app.server import Server, wait_for_job, zarr_nodes
 from tests.engine.test_linescan import hematoxylin_image, scan
 from tests.scan_simulation import cut_frames, motion_blur, tissue_canvas
 from workers.engine.mosaic import MosaicReader
@@ -59,7 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=120) as client:
+    with server.client(timeout=120) as client:
         yield client
 
 
@@ -158,7 +156,7 @@ def mosaics(client: httpx.Client, uploads: dict[str, dict]) -> dict[str, dict]:
 
 def read_output(server: Server, job: dict) -> list[np.ndarray]:
     """The output's levels, as an independent OME-Zarr reader sees them."""
-    node = next(iter(Reader(parse_url(f"{server.url}{job['output_url']}"))()))
+    node = zarr_nodes(server, job["output_url"])[0]
     return [np.asarray(level) for level in node.data]
 
 
@@ -260,7 +258,7 @@ def test_laser_scan_frames_are_corrected_and_beat_bilinear(
     assert laser_job["frames_total"] == 4 and laser_job["params"]["models"] == ["sr-x2"]
     found = laser_job["metrics"]["frames"]["line_shift_px"]
     assert found == pytest.approx(LINE_SHIFT, abs=0.25)
-    node = next(iter(Reader(parse_url(f"{server.url}{laser_job['output_url']}"))()))
+    node = zarr_nodes(server, laser_job["output_url"])[0]
     axes = [axis["name"] for axis in node.metadata["axes"]]
     assert axes == ["t", "c", "y", "x"]
     level_0 = np.asarray(node.data[0])
@@ -296,7 +294,7 @@ def test_laser_scan_frames_are_served_one_by_one(client: httpx.Client, laser_job
 
 def test_the_viewer_steps_through_frames(server: Server, laser_job: dict) -> None:
     errors: list[str] = []
-    with chromium_page(errors) as page:
+    with chromium_page(errors, server.key) as page:
         requested: list[str] = []
         page.on("request", lambda r: requested.append(r.url))
         page.goto(f"{server.url}{laser_job['viewer_url']}")

@@ -9,7 +9,7 @@ from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
 from tests import fixtures
-from tests.app.browser import CHROMIUM, PAGE, chromium_page
+from tests.app.browser import CHROMIUM, PAGE, chromium_page, seed_key
 from tests.app.server import Server, upload, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -20,7 +20,7 @@ def test_viewer_shows_input_and_output_without_console_errors(
 ) -> None:
     if CHROMIUM is None:
         pytest.fail("Chromium is not installed (apt-get install chromium)")
-    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+    with embedded.client(timeout=60) as client:
         slide = upload(client, pyramid_tiff).json()
         created = client.post("/v1/jobs", json={"slide_id": slide["id"], "model": "blur3x3"})
         job = wait_for_job(client, created.json()["id"])
@@ -40,6 +40,7 @@ def test_viewer_shows_input_and_output_without_console_errors(
             ],
         )
         page = browser.new_page(viewport={"width": 1200, "height": 700})
+        seed_key(page, embedded.key)
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("response", lambda r: tiles.append(r.url) if r.url.endswith(".jpeg") else None)
@@ -98,7 +99,7 @@ MICRO = "\u00b5"
 @pytest.fixture(scope="module")
 def upscaled(embedded: Server, pyramid_tiff: Path) -> dict:
     """A completed x2 job on part of a 0.5 um/px slide: its output has 0.25 um pixels."""
-    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+    with embedded.client(timeout=60) as client:
         slide = upload(client, pyramid_tiff, "upscaled.tif").json()
         body = {"slide_id": slide["id"], "model": "nearest-x2", "region": [0, 0, 768, 512]}
         created = client.post("/v1/jobs", json=body)
@@ -112,7 +113,7 @@ def test_start_page_shows_the_jobs_and_the_start_form_at_the_top(
     embedded: Server, upscaled: dict, tmp_path: Path
 ) -> None:
     errors: list[str] = []
-    with chromium_page(errors) as page:
+    with chromium_page(errors, embedded.key) as page:
         page.goto(f"{embedded.url}/")
         page.wait_for_selector("body[data-ready=true]", timeout=30_000)
         page.screenshot(path=str(tmp_path / "start.png"))
@@ -135,7 +136,7 @@ def test_a_job_started_from_the_form_runs_to_completion(
     embedded: Server, upscaled: dict, tmp_path: Path
 ) -> None:
     errors: list[str] = []
-    with chromium_page(errors) as page:
+    with chromium_page(errors, embedded.key) as page:
         page.goto(f"{embedded.url}/")
         page.wait_for_selector("body[data-ready=true]", timeout=30_000)
         page.select_option("#start-slide", upscaled["slide_id"])
@@ -164,7 +165,7 @@ def test_a_job_started_from_the_form_runs_to_completion(
     assert refused.endswith("(invalid_input)"), refused
     # the browser logs the refused POST; nothing else may fail
     assert all("status of 422" in e for e in errors), errors
-    job = httpx.get(f"{embedded.url}/v1/jobs/{job_id}", timeout=30).json()
+    job = httpx.get(f"{embedded.url}/v1/jobs/{job_id}", headers=embedded.headers, timeout=30).json()
     assert job["state"] == "completed" and job["model"] == "blur3x3"
     assert job["slide_id"] == upscaled["slide_id"] and job["params"]["area"] == [600, 300, 384, 256]
 
@@ -191,7 +192,7 @@ def test_the_scale_bar_shows_microns_and_follows_the_zoom(
     output_um = upscaled["slide"]["mpp_x"] / upscaled["params"]["scale"]
     assert output_um == pytest.approx(0.25, rel=0.01)
     errors: list[str] = []
-    with chromium_page(errors) as page:
+    with chromium_page(errors, embedded.key) as page:
         page.goto(f"{embedded.url}{upscaled['viewer_url']}")
         page.wait_for_selector("body[data-ready=true]", timeout=30_000)
         page.wait_for_load_state("networkidle")
@@ -224,7 +225,7 @@ def test_the_scale_bar_shows_microns_and_follows_the_zoom(
 def test_a_job_whose_slide_was_deleted_shows_its_output_alone(
     embedded: Server, pyramid_tiff: Path, tmp_path: Path
 ) -> None:
-    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+    with embedded.client(timeout=60) as client:
         slide = upload(client, pyramid_tiff, "deleted.tif").json()
         body = {"slide_id": slide["id"], "model": "blur3x3", "region": [256, 256, 768, 512]}
         job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"])
@@ -235,7 +236,7 @@ def test_a_job_whose_slide_was_deleted_shows_its_output_alone(
     assert after["input_dzi_url"] is None and listed["input_dzi_url"] is None
     errors: list[str] = []
     requested: list[str] = []
-    with chromium_page(errors) as page:
+    with chromium_page(errors, embedded.key) as page:
         page.on("request", lambda r: requested.append(r.url))
         page.goto(f"{embedded.url}{job['viewer_url']}")
         page.wait_for_selector("body[data-ready=true]", timeout=30_000)
@@ -264,16 +265,33 @@ def test_no_scale_bar_where_the_pixel_size_is_unknown(embedded: Server, tmp_path
     path = fixtures.write_pyramid_tiff(  # 72 dpi: an image editor's default, not a pixel size
         tmp_path / "no-mpp.tif", fixtures.tissue_image(512, 768), mpp=25400 / 72
     )
-    with httpx.Client(base_url=embedded.url, timeout=60) as client:
+    with embedded.client(timeout=60) as client:
         slide = upload(client, path).json()
         body = {"slide_id": slide["id"], "model": "blur3x3"}
         job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["id"])
     assert slide["mpp_x"] is None and job["state"] == "completed", job["error"]
     errors: list[str] = []
-    with chromium_page(errors) as page:
+    with chromium_page(errors, embedded.key) as page:
         page.goto(f"{embedded.url}{job['viewer_url']}")
         page.wait_for_selector("body[data-ready=true]", timeout=30_000)
         bars = page.locator(".scalebar").count()
         label = page.locator("#output-label").inner_text()
     assert not errors, errors
     assert bars == 0 and label == "output (blur3x3)"
+
+
+def test_without_a_key_the_start_page_asks_for_one(embedded: Server) -> None:
+    errors: list[str] = []
+    with chromium_page(errors) as page:
+        page.goto(f"{embedded.url}/")
+        page.wait_for_selector("#status:has-text('401')", timeout=30_000)
+        asked = page.locator("#status").inner_text()
+        before = page.locator("#key-state").inner_text()
+        page.fill("#api-key", embedded.key)
+        page.click("#key-form button")
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        after = page.locator("#key-state").inner_text()
+        jobs = page.locator("#jobs tr").count()
+    assert "paste a valid API key" in asked and before == "no key set"
+    assert after == f"key {embedded.key.split('_')[1]} in use" and jobs > 1
+    assert all("401" in e for e in errors), errors  # the browser logs the refused requests

@@ -71,7 +71,7 @@ def test_a_job_event_reaches_a_receiver_that_fails_twice(
     lims_server: Server, pyramid_tiff: Path
 ) -> None:
     receiver = Receiver()
-    with httpx.Client(base_url=lims_server.url, timeout=60) as client:
+    with lims_server.client(timeout=60) as client:
         hook = client.post(
             "/v1/webhooks",
             json={"url": receiver.url, "secret": SECRET, "events": ["job.completed", "job.queued"]},

@@ -20,10 +20,10 @@ SANDBOX_GONE_S = 5.0
 ALL_GONE_S = 30.0  # the worker's warm shutdown finishes the region task it holds
 
 
-def _upload_quietly(url: str, path: Path) -> None:
+def _upload_quietly(server: Server, path: Path) -> None:
     """Upload ``path``; the server is killed meanwhile, so any outcome will do."""
     try:
-        with httpx.Client(base_url=url, timeout=120) as client:
+        with server.client(timeout=120) as client:
             upload(client, path)
     except httpx.HTTPError:
         pass
@@ -55,13 +55,13 @@ def test_nothing_the_api_started_outlives_its_kill_9(
     slow = bomb_tiff(tmp_path / "slow.tif", padding=5_000_000)  # minutes to thumbnail
     started: dict[int, str] = {}
     try:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
+        with server.client(timeout=60) as client:
             slide = upload(client, pyramid_tiff).json()
             start_slow_job(client, slide["id"])
-        busy = threading.Thread(target=_upload_quietly, args=(server.url, slow), daemon=True)
+        busy = threading.Thread(target=_upload_quietly, args=(server, slow), daemon=True)
         busy.start()
         time.sleep(2)  # the slow file is in a sandbox child now
-        with httpx.Client(base_url=server.url, timeout=60) as client:
+        with server.client(timeout=60) as client:
             assert upload(client, pyramid_tiff).status_code == 201  # in the other child
         started = descendants(server.process.pid)
         sandboxes = {pid for pid, command in started.items() if "spawn_main" in command}

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import redis
@@ -61,7 +60,7 @@ def test_job_survives_a_killed_worker_process(api: Server, distributed_env, pyra
     log = Path(distributed_env["RESTORE_LOG_DIR"]) / f"worker-{uuid.uuid4().hex[:6]}.log"
     worker = start_worker(distributed_env, log, concurrency=2)
     try:
-        with httpx.Client(base_url=api.url, timeout=60) as client:
+        with api.client(timeout=60) as client:
             deadline = time.time() + 60
             while client.get("/health").status_code != 200:
                 assert time.time() < deadline, log.read_text()[-2000:]
@@ -91,12 +90,12 @@ def test_job_survives_a_killed_worker_process(api: Server, distributed_env, pyra
 
 
 def test_jobs_survive_an_api_restart(api: Server, distributed_env) -> None:
-    with httpx.Client(base_url=api.url, timeout=30) as client:
+    with api.client(timeout=30) as client:
         before = client.get("/v1/jobs").json()
     assert before
     api.stop()
     api.start(wait_for_worker=False)
-    with httpx.Client(base_url=api.url, timeout=30) as client:
+    with api.client(timeout=30) as client:
         after = client.get("/v1/jobs").json()
     assert [j["id"] for j in after] == [j["id"] for j in before]
     assert [j["state"] for j in after] == [j["state"] for j in before]
@@ -112,7 +111,7 @@ def test_adding_or_restarting_workers_never_fails_or_doubles_a_job(
     reference = openslide_pixels(pyramid_tiff)
     outcomes = []
     try:
-        with httpx.Client(base_url=api.url, timeout=60) as client:
+        with api.client(timeout=60) as client:
             deadline = time.time() + 60
             while client.get("/health").status_code != 200:
                 assert time.time() < deadline
@@ -159,7 +158,7 @@ def test_a_job_whose_tasks_the_broker_lost_is_resumed(
     server = Server(env, tmp_path / "api.log").start(wait_for_worker=False)
     worker = start_worker(env, tmp_path / "worker.log", 1)
     try:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
+        with server.client(timeout=60) as client:
             deadline = time.time() + 60
             while client.get("/health").status_code != 200:
                 assert time.time() < deadline

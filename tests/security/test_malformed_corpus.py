@@ -134,7 +134,7 @@ class Uploader:
 
     def _client(self) -> httpx.Client:
         if not hasattr(self._local, "client"):
-            self._local.client = httpx.Client(base_url=self.server.url, timeout=120)
+            self._local.client = self.server.client(timeout=120)
         return self._local.client  # type: ignore[no-any-return]
 
     def _one(self, sample: Sample) -> None:
@@ -150,7 +150,7 @@ class Uploader:
 
     def _valid_upload(self) -> None:
         self._half.wait()
-        with httpx.Client(base_url=self.server.url, timeout=120) as client:
+        with self.server.client(timeout=120) as client:
             self.valid_status = upload(client, self.valid).status_code
 
 
@@ -176,7 +176,7 @@ def test_the_malformed_corpus_gets_4xx_or_2xx_and_harms_nothing(
     crashes = {c: a for c, a in answers.items() if "crashed the reader" in a.message}
     log = Path(server.env["RESTORE_DATA_DIR"]).parent.joinpath("server.log").read_text()
     alive = server.process.poll() is None
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with server.client(timeout=30) as client:
         health = client.get("/health")
     workers_now = {p for p, c in descendants(server.process.pid).items() if "celery" in c}
     workers_then = {p for p, c in processes.items() if "celery" in c}
@@ -207,7 +207,7 @@ def accepted_jobs_finish(server: Server, samples: list[Sample], answers: dict[st
     kinds = {s.case.split("@")[0]: s for s in accepted if s.case.startswith((*DAMAGED, "seed/"))}
     chosen = list(kinds.values())  # one of each kind of damage to each seed
     outcomes = {}
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with server.client(timeout=60) as client:
         for sample in chosen:
             field = "slide_id" if sample.route == "slides" else "sequence_id"
             body = {field: answers[sample.case].id}
