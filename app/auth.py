@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app import errors
 from app.oidc import OidcVerifier
 from app.rate_limit import RateLimiter
+from workers import audit
 from workers.api_keys import PREFIX, ApiKeys, granted
 from workers.errors import Forbidden, RestoreError, Unauthenticated
 from workers.settings import Settings
@@ -76,10 +77,13 @@ class Authenticate:
             return
         address = (scope.get("client") or ("unknown", 0))[0]
         store: Store = scope["app"].state.services.store
+        headers = Headers(scope=scope)
         try:
-            caller = await run_in_threadpool(self.identify, Headers(scope=scope), address, store)
+            caller = await run_in_threadpool(self.identify, headers, address, store)
             self.requests.take(caller.key_id)
         except RestoreError as error:
+            if isinstance(error, Unauthenticated):
+                await run_in_threadpool(_record_failure, store, headers, address, str(error))
             await errors.domain_response(error)(scope, receive, send)
             return
         scope.setdefault("state", {})["caller"] = caller
@@ -109,6 +113,16 @@ class Authenticate:
             return None
         tenant = claims[self.oidc.tenant_claim]
         return Caller(f"oidc:{claims['sub']}", tenant, self.oidc.scopes(claims))
+
+
+def _record_failure(store: Store, headers: Headers, address: str, reason: str) -> None:
+    """An ``auth.failed`` audit event: the key's public id if it looks like a key, never more."""
+    token = credential(headers) or ""
+    parts = token.split("_")
+    looks_like_key = token.startswith(PREFIX) and len(parts) >= 3 and parts[1].isalnum()
+    actor = parts[1][:32] if looks_like_key else ("token" if token else "anonymous")
+    kind = "missing" if reason == MISSING else "invalid"
+    audit.record(store, "auth.failed", actor=actor, detail=f"{kind} credential from {address}")
 
 
 def caller(request: Request) -> Caller:

@@ -10,9 +10,10 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from app import auth, errors, openapi
+from app import audit_trail, auth, errors, openapi
 from app.deps import Services
 from app.routes import (
+    audit,
     docs,
     health,
     hooks,
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)  # before CORS, so that CORS wraps its answers too
     openapi.install(app)
+    app.add_middleware(audit_trail.AuditTrail)  # inside Authenticate: it knows the caller
     app.add_middleware(auth.Authenticate, settings=settings)  # inside CORS: 401s carry CORS
     app.add_middleware(
         CORSMiddleware,
@@ -82,8 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks.router,
     ):
         app.include_router(router, dependencies=by_method)
-    app.include_router(
-        keys.router, dependencies=[Depends(auth.require(auth.ADMIN)), Depends(owned)]
-    )
+    for router in (keys.router, audit.router):
+        app.include_router(router, dependencies=[Depends(auth.require(auth.ADMIN)), Depends(owned)])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

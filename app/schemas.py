@@ -312,6 +312,18 @@ class KeyPublic(BaseModel):
     last_used_at: float | None
 
 
+class AuditEvent(BaseModel):
+    """One audit event: who (key id, ``oidc:<subject>``, ``system``) did what to which object."""
+
+    id: int
+    at: float
+    actor: str
+    tenant: str | None
+    action: str
+    object_id: str | None
+    detail: str | None
+
+
 class KeyCreated(KeyPublic):
     """A key just created: ``key`` is shown this once (only its hash is stored)."""
 

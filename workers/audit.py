@@ -93,14 +93,19 @@ def events(
     object_id: str | None = None,
     tenant: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Events after ``after_id`` in the order they were written, optionally filtered."""
+    """Events after ``after_id`` in the order they were written, optionally filtered.
+
+    ``tenant``: that tenant's events and those of none (failed authentications).
+    """
     query = sa.select(audit_events).where(audit_events.c.id > after_id)
     if action is not None:
         query = query.where(audit_events.c.action == action)
     if object_id is not None:
         query = query.where(audit_events.c.object_id == object_id)
     if tenant is not None:
-        query = query.where(audit_events.c.tenant == tenant)
+        query = query.where(
+            sa.or_(audit_events.c.tenant == tenant, audit_events.c.tenant.is_(None))
+        )
     query = query.order_by(audit_events.c.id).limit(limit)
     with store.engine.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(query)]

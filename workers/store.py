@@ -372,7 +372,10 @@ class Store:
                 guard(conn)
             conn.execute(jobs.insert().values(**record))
             event = {"at": record["created_at"], "actor": actor, "action": "job.queued"}
-            conn.execute(audit_events.insert().values(object_id=record["id"], **event))
+            tenant = record.get("tenant")
+            conn.execute(
+                audit_events.insert().values(object_id=record["id"], tenant=tenant, **event)
+            )
         return self.get_job(record["id"])
 
     def get_job(self, job_id: str) -> dict[str, Any]:
@@ -455,8 +458,9 @@ class Store:
         with self.engine.begin() as conn:
             if conn.execute(query).rowcount != 1:
                 return False
+            tenant = sa.select(jobs.c.tenant).where(jobs.c.id == job_id).scalar_subquery()
             event = {"at": time.time(), "actor": actor, "action": f"job.{to_state}"}
-            conn.execute(audit_events.insert().values(object_id=job_id, **event))
+            conn.execute(audit_events.insert().values(object_id=job_id, tenant=tenant, **event))
             return True
 
     def merge_timings(self, job_id: str, **timings: float) -> None:

@@ -171,7 +171,7 @@ def create_job(
     plan = _plan_slide_job if body.sequence_id is None else _plan_sequence_job
     record, params = plan(body, svc, caller)
     record = {**record, "params": params, "client_metadata": body.metadata, "tenant": caller.tenant}
-    job, created = _queue(svc, record, request)
+    job, created = _queue(svc, record, request, caller.key_id)
     if not created:
         idempotency.replayed(response)
     return job_public(job)
@@ -247,7 +247,7 @@ def _plan_sequence_job(
 
 
 def _queue(
-    svc: Services, record: dict[str, Any], request: KeyedRequest | None
+    svc: Services, record: dict[str, Any], request: KeyedRequest | None, actor: str
 ) -> tuple[dict[str, Any], bool]:
     """Store a planned job, announce it and queue its start: (the job, whether it is new).
 
@@ -257,10 +257,12 @@ def _queue(
     job_id = new_id()
     record = {**record, "id": job_id}
     if request is None:
-        job = svc.store.add_job(record)
+        job = svc.store.add_job(record, actor=actor)
     else:
         keys = idempotency.keys(svc)
-        job_id, added = keys.create_once(request, job_id, lambda g: svc.store.add_job(record, g))
+        job_id, added = keys.create_once(
+            request, job_id, lambda guard: svc.store.add_job(record, guard, actor)
+        )
         if added is None:
             return svc.store.get_job(job_id), False
         job = added
@@ -327,9 +329,12 @@ def _input_exists(svc: Services, job: dict[str, Any]) -> bool:
 
 
 @router.delete("/{job_id}", response_model=JobPublic, responses=errors(404, 409))
-def cancel_job(job_id: str, svc: Svc) -> JobPublic:
+def cancel_job(job_id: str, caller: CallerDep, svc: Svc) -> JobPublic:
     """Cancel a queued or running job; its workers stop at the next tile batch."""
-    if not svc.store.transition(job_id, ACTIVE_STATES, "cancelled", finished_at=time.time()):
+    cancelled = svc.store.transition(
+        job_id, ACTIVE_STATES, "cancelled", actor=caller.key_id, finished_at=time.time()
+    )
+    if not cancelled:
         state = svc.store.get_job(job_id)["state"]
         raise Conflict(f"job {job_id} is already {state}")
     emit_event(svc, job_id, "job.cancelled")

@@ -103,6 +103,8 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/v1/keys"): Call(ADMIN, json={"name": "matrix", "scopes": ["read"]}),
     ("GET", "/v1/keys"): Call(ADMIN),
     ("DELETE", "/v1/keys/{key_id}"): Call(ADMIN),
+    ("GET", "/v1/audit"): Call(ADMIN),
+    ("GET", "/v1/audit/export.jsonl"): Call(ADMIN),
 }
 
 
