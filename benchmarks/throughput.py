@@ -65,9 +65,11 @@ def bare_mpx_per_s(model: OnnxModel, batch: int, calls: int = 4) -> float:
     return batch * model.tile_px**2 / statistics.median(seconds) / 1e6
 
 
-def run_job(slide: Path, model: str, root: Path) -> dict:
+def run_job(slide: Path | str, model: str, root: Path | str) -> dict:
     """One job in this process; returns its figures (the child side of ``job_in_child``)."""
     from tests import fixtures
+
+    slide, root = Path(slide), Path(root)
     from workers.store import Store
 
     fed = {"pixels": 0}
@@ -98,21 +100,35 @@ def run_job(slide: Path, model: str, root: Path) -> dict:
     }
 
 
-def job_in_child(slide: Path, model: str, root: Path) -> dict:
-    """Run :func:`run_job` in a fresh process, so its peak RSS is the job's own."""
+def in_child(module: str, function: str, *args: str) -> dict:
+    """Call ``module.function(*args)`` in a fresh process (its peak RSS is the call's own).
+
+    The function returns a JSON-able dict, printed by the child as its last line.
+    """
     code = (
-        "import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
-        "from benchmarks.throughput import run_job; "
-        "print(json.dumps(run_job(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))))"
+        "import importlib, json, sys; sys.path.insert(0, sys.argv[1]); "
+        "call = getattr(importlib.import_module(sys.argv[2]), sys.argv[3]); "
+        "print(json.dumps(call(*sys.argv[4:])))"
     )
     repo = str(Path(__file__).resolve().parents[1])
     done = subprocess.run(
-        [sys.executable, "-c", code, repo, str(slide), model, str(root)],
+        [sys.executable, "-c", code, repo, module, function, *args],
         check=True,
         stdout=subprocess.PIPE,
         text=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def job_in_child(slide: Path, model: str, root: Path) -> dict:
+    """Run :func:`run_job` in a fresh process, so its peak RSS is the job's own."""
+    return in_child("benchmarks.throughput", "run_job", str(slide), model, str(root))
+
+
+def server_batch(model: OnnxModel, settings: Settings) -> int:
+    """Tiles per ONNX Runtime call as the server batches them for this model."""
+    side_out = (model.tile_px + 2 * model.halo_px) * model.scale
+    return max(1, min(settings.tile_batch, settings.tile_batch_px // side_out**2))
 
 
 def main() -> None:
@@ -125,8 +141,7 @@ def main() -> None:
     settings = Settings()
     installed = discover([ZOO_DIR])[args.model]
     model = OnnxModel(installed, settings.ort_providers, settings.ort_threads)
-    side_out = (model.tile_px + 2 * model.halo_px) * model.scale
-    batch = max(1, min(settings.tile_batch, settings.tile_batch_px // side_out**2))
+    batch = server_batch(model, settings)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         slide = all_tissue_slide(root, args.side)
