@@ -28,6 +28,7 @@ upscaled glass through ``sr-x4`` would take hours here.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import threading
@@ -210,6 +211,7 @@ def run_model(slide_path: Path, model: str, args: argparse.Namespace, work: Path
             t_job = time.perf_counter() - t0
     finally:
         server.stop()
+        shutil.rmtree(work / model, ignore_errors=True)  # the outputs; the log stays
     side = body["region"][2] if "region" in body else args.size
     return {
         "args": args,
@@ -260,6 +262,7 @@ def main() -> None:
     for model in SHIPPED if args.all_models else (args.model,):
         runs[model] = run_model(slide_path, model, args, work)
         report(model, runs[model])
+    print(f"server logs in {work}")
     print("largest process peak per model (VmHWM; budget 1536 MiB):")
     for model, run in runs.items():
         cmd, mb = run["peaks"][0]
