@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.memory_20k import PeakSampler
+from benchmarks.memory import PeakSampler
 from tests.app.server import Server, wait_for_job
 from tests.scan_simulation import motion_blur, tissue_canvas
 from workers.engine.scan_layout import ScanLayout

@@ -107,7 +107,7 @@ def _task(kind: str, index: int) -> tuple[int, int, float]:
     return os.getpid(), _worker["fed"]["pixels"], peak_mb
 
 
-def run_job(slide: Path, model: str, root: Path, processes: int) -> dict:
+def run_job(slide: Path | str, model: str, root: Path | str, processes: int | str) -> dict:
     """One job through a pool of ``processes`` workers, as Celery's prefork pool runs it.
 
     The child side of ``job_in_child``: the job's tasks go to the pool phase by phase
@@ -119,6 +119,7 @@ def run_job(slide: Path, model: str, root: Path, processes: int) -> dict:
     from workers import job_hooks, jobs
     from workers.store import Store
 
+    slide, root, processes = Path(slide), Path(root), int(processes)
     settings = Settings(data_dir=root, models_dirs=[ZOO_DIR])
     root.mkdir(parents=True, exist_ok=True)
     store = Store(settings.resolved_database_url)
@@ -152,26 +153,40 @@ def run_job(slide: Path, model: str, root: Path, processes: int) -> dict:
     }
 
 
+def in_child(module: str, function: str, *args: str) -> dict:
+    """Call ``module.function(*args)`` in a fresh process (its peak RSS is the call's own).
+
+    The function returns a JSON-able dict, printed by the child as its last line.
+    """
+    code = (
+        "import importlib, json, sys; sys.path.insert(0, sys.argv[1]); "
+        "call = getattr(importlib.import_module(sys.argv[2]), sys.argv[3]); "
+        "print(json.dumps(call(*sys.argv[4:])))"
+    )
+    repo = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", code, repo, module, function, *args],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def job_in_child(slide: Path, model: str, root: Path, processes: int = 0) -> dict:
     """Run :func:`run_job` in a fresh process, so peak RSS figures are the job's own.
 
     ``processes`` 0: the server's default worker pool on this host.
     """
     processes = processes or Settings().resolved_worker_concurrency
-    code = (
-        "import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
-        "from benchmarks.throughput import run_job; "
-        "print(json.dumps(run_job(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), "
-        "int(sys.argv[5]))))"
-    )
-    repo = str(Path(__file__).resolve().parents[1])
-    done = subprocess.run(
-        [sys.executable, "-c", code, repo, str(slide), model, str(root), str(processes)],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    args = (str(slide), model, str(root), str(processes))
+    return in_child("benchmarks.throughput", "run_job", *args)
+
+
+def server_batch(model: OnnxModel, settings: Settings) -> int:
+    """Tiles per ONNX Runtime call as the server batches them for this model."""
+    side_out = (model.tile_px + 2 * model.halo_px) * model.scale
+    return max(1, min(settings.tile_batch, settings.tile_batch_px // side_out**2))
 
 
 def main() -> None:
@@ -185,8 +200,7 @@ def main() -> None:
     settings = Settings()
     installed = discover([ZOO_DIR])[args.model]
     model = OnnxModel(installed, settings.ort_providers, threads=0)  # every core: its limit here
-    side_out = (model.tile_px + 2 * model.halo_px) * model.scale
-    batch = max(1, min(settings.tile_batch, settings.tile_batch_px // side_out**2))
+    batch = server_batch(model, settings)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         slide = all_tissue_slide(root, args.side)
