@@ -53,6 +53,7 @@ class OnnxModel:
             path = model.psf_path
             self.psf = {model.manifest.psf_graph.input_name: np.asarray([psf], np.float32)}
         self.session = open_session(path, providers, threads)
+        self.run_options = _shrinking_arena() if self.scale > 1 else None
         self.provider = self.session.get_providers()[0]
         self.sha256 = model.manifest.sha256
 
@@ -80,7 +81,7 @@ class OnnxModel:
             batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="symmetric")
         feeds = {self.manifest.input_name: batch.astype(np.float32)}
         feeds.update({name: np.repeat(value, count, axis=0) for name, value in self.psf.items()})
-        outputs = self.session.run([self.manifest.output_names[0]], feeds)
+        outputs = self.session.run([self.manifest.output_names[0]], feeds, self.run_options)
         result = np.asarray(outputs[0], dtype=np.float32)
         return result[:, :, : height * self.scale, : width * self.scale]
 
@@ -105,6 +106,19 @@ class OnnxClassifier:
         logits = outputs["logits"].astype(np.float64)
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         return exp / exp.sum(axis=1, keepdims=True), outputs["extent"].reshape(-1)
+
+
+def _shrinking_arena() -> ort.RunOptions:
+    """Run options that give the CPU arena's unused memory back after each call.
+
+    For super-resolution models, whose activations at the output's size grow ONNX
+    Runtime's arena the most: ``sr-x2`` on a 20000 px slide took a worker to 1604 MiB,
+    over the 1.5 GiB budget; four of its tiles peak at 765 MiB instead of 1033 MiB with
+    this, for 8 % more time per call (measured on this 2-core VM).
+    """
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
 
 
 def _padded_side(side: int, least: int, multiple: int) -> int:
