@@ -141,7 +141,9 @@ def peak_rss_mb(pid: int) -> tuple[str, float] | None:
         label = f"{role(pid, command(pid))} [{pid}]"
     except (OSError, ValueError, IndexError):
         return None
-    hwm = next(line for line in status.splitlines() if line.startswith("VmHWM"))
+    hwm = next((line for line in status.splitlines() if line.startswith("VmHWM")), None)
+    if hwm is None:  # a zombie (exited, not yet reaped) has no memory figures
+        return None
     return label, int(hwm.split()[1]) / 1024
 
 
