@@ -88,12 +88,20 @@ def _counting_model_calls() -> dict[str, int]:
 _worker: dict = {}
 
 
-def _start_worker(root: str) -> None:
-    """A pool process: its own settings, store and model-call counter, like a Celery child."""
+def _start_worker(root: str, model: str) -> None:
+    """A pool process, like a Celery child that has run a job before.
+
+    It has its own settings and store, the job's model sessions already loaded (the bare
+    figure, too, is taken after a warm-up call), and a model-call counter.
+    """
+    from workers import jobs
+    from workers.planning import CLASSIFIER, requested_models
     from workers.store import Store
 
     settings = Settings(data_dir=Path(root), models_dirs=[ZOO_DIR])
     _worker.update(settings=settings, store=Store(settings.resolved_database_url))
+    for name in [CLASSIFIER, *requested_models(model)]:
+        jobs.onnx_model(settings, name)
     _worker["fed"] = _counting_model_calls()
 
 
@@ -126,7 +134,8 @@ def run_job(slide: Path | str, model: str, root: Path | str, processes: int | st
     fixtures.add_job(store, settings, slide, "bench", model)
     results: list[tuple[int, int, float]] = []
     context = multiprocessing.get_context("forkserver")
-    with context.Pool(processes, _start_worker, (str(root),)) as pool:
+    with context.Pool(processes, _start_worker, (str(root), model)) as pool:
+        pool.starmap(time.sleep, [(2.0,)] * processes, chunksize=1)  # every process ready
         started = time.perf_counter()
         step = jobs.start(store, settings, "bench")
         if step.phase == "classify":
