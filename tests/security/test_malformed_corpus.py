@@ -49,6 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, test_models: Path) -> Itera
         "RESTORE_MAX_UNPACKED_BYTES": str(UPLOAD_LIMIT),
         "RESTORE_SANDBOX_TIMEOUT_S": "10",
         "RESTORE_SEQUENCE_DECODE_TIMEOUT_S": "20",
+        "RESTORE_RATE_LIMIT_BURST": "100000",  # the corpus is one key's hundreds of uploads
         "TMPDIR": str(root / "tmp"),
     }
     started = Server(env, root / "server.log").start()
