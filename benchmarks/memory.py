@@ -35,7 +35,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import tifffile
 
@@ -201,7 +200,7 @@ def run_model(slide_path: Path, model: str, args: argparse.Namespace, work: Path
     server = Server(env, work / f"server-{model}.log").start()
     sampler = PeakSampler(server.process.pid)
     try:
-        with sampler, httpx.Client(base_url=server.url, timeout=600) as client:
+        with sampler, server.client(timeout=600) as client:
             t0 = time.perf_counter()
             slide = upload(client, slide_path).json()
             t_upload = time.perf_counter() - t0

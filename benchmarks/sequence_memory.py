@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import av
-import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -79,7 +78,7 @@ def run(work: Path, rows: int, per_row: int) -> dict[str, float]:
     try:
         with (
             sampler,
-            httpx.Client(base_url=server.url, timeout=900) as client,
+            server.client(timeout=900) as client,
             video.open("rb") as f,
         ):
             started = time.perf_counter()
