@@ -168,8 +168,8 @@ def decide_tile(blur_map: BlurMap, cells: CellGrid, core: Box, rules: RoutingRul
         blur_class = MIXED
     extent = float(np.average(blur_map.extent[rows, cols][blurred], weights=areas[blurred]))
     conf = float((areas * confidence)[blurred].sum() / blurred_area)
-    known_psf = blur_map.motion_psf is not None and blur_class == MOTION
-    psf = tile_psf(blur_map.motion_psf, cells, core) if known_psf else None  # type: ignore[arg-type]
+    psfs = blur_map.motion_psf if blur_class == MOTION else None
+    psf = tile_psf(psfs, cells, core) if psfs is not None else None
     return TileDecision(blur_class, conf, extent, AUTO_ROUTES[blur_class], psf)
 
 
