@@ -7,6 +7,8 @@ on. The API uses this for inspection, thumbnails and input DZI tiles.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import multiprocessing
 import multiprocessing.connection
@@ -33,6 +35,8 @@ from workers.memory_limit import limit_address_space
 
 THUMBNAIL_PX = 1024
 PARENT_POLL_S = 0.5
+WATCH_STACK_BYTES = 256 * 1024  # the parent-watch thread needs next to no stack
+M_ARENA_MAX = -8  # mallopt parameter (glibc malloc.h)
 Limits = tuple[int, int] | tuple[int, int, float]  # ReaderLimits' fields, in order
 
 
@@ -173,10 +177,13 @@ class _Child:
 
 def _serve(conn: multiprocessing.connection.Connection, memory_mb: int) -> None:
     """A child's loop: run each call received, send back its result or its exception."""
+    _one_malloc_arena()
     limit_address_space(memory_mb)
+    default_stack = threading.stack_size(WATCH_STACK_BYTES)  # its stack counts in the limit
     threading.Thread(
         target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True
     ).start()
+    threading.stack_size(default_stack)
     while True:
         try:
             function, args = conn.recv()
@@ -190,6 +197,16 @@ def _serve(conn: multiprocessing.connection.Connection, memory_mb: int) -> None:
             conn.send(reply)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             conn.send((False, RuntimeError(f"unreadable result: {exc}")))
+
+
+def _one_malloc_arena() -> None:
+    """Keep glibc from reserving a 64 MiB malloc arena for the watch thread.
+
+    The child's address space is limited, and an arena's reservation counts in it: with
+    one, a valid slide could fail to open under a small limit.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
