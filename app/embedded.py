@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import logging
 import os
 import signal
@@ -21,8 +22,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import IO
 
 from workers.engine.read_errors import without_paths
+from workers.settings import get_settings
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -31,6 +34,7 @@ FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 60.0
 STABLE_S = 60.0
 STOP_TIMEOUT_S = 30.0
+WORKER_LOCK_WAIT_S = 120.0  # the longest an earlier worker may take to finish its task
 _current: Supervisor | None = None
 
 
@@ -61,7 +65,37 @@ def start_worker(concurrency: int) -> subprocess.Popen[bytes]:
         prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
     command = worker_command(concurrency)
-    return subprocess.Popen(command, env=os.environ.copy(), preexec_fn=die_with_parent)
+    lock = _worker_lock()
+    return subprocess.Popen(
+        command, env=os.environ.copy(), preexec_fn=die_with_parent, pass_fds=(lock,)
+    )
+
+
+_held: list[IO[str]] = []  # this server's handle on the lock, opened once
+
+
+def _worker_lock() -> int:
+    """The descriptor of the data folder's worker lock, taken once no earlier worker holds it.
+
+    The worker and its pool processes inherit the descriptor, so the lock stays held until
+    the last of them exits. After a ``kill -9`` of the server its worker finishes the task it
+    holds (SIGTERM, warm shutdown); the next server's worker, which resumes the jobs of its
+    host name at start, must not start meanwhile, or the two would run one job at once.
+    """
+    if not _held:
+        handle = (get_settings().data_dir / "embedded-worker.lock").open("a+")
+        deadline = time.monotonic() + WORKER_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    log.warning("an earlier worker still holds %s; starting anyway", handle.name)
+                    break
+                time.sleep(0.2)
+        _held.append(handle)
+    return _held[0].fileno()
 
 
 @dataclass(frozen=True)
